@@ -59,6 +59,9 @@ class TrainConfig:
     layer_lr_decay: float = _help(
         "Discriminative learning rates: each lower encoder layer learns this factor slower (1.0 = off).", 0.85
     )
+    freeze_word_embeddings: bool = _help(
+        "Keep the word-embedding matrix frozen (most of the parameters; little data cannot improve it).", True
+    )
     gradual_unfreezing: bool = _help("Unfreeze the encoder top-down, starting with the top layer.", False)
     unfreeze_layers_per_epoch: int = _help("With gradual unfreezing: layers unfrozen per epoch.", 1)
     mlm_epochs: int = _help(
@@ -88,7 +91,9 @@ class TrainConfig:
     # running
     seed: int = _help("Random seed; the same seed gives the same run on the same machine.", 13)
     device: Device = _help("auto picks CUDA when present.", "auto")
-    precision: Precision = _help("bf16 autocast (fast on CPUs with AMX and on GPUs) or fp32.", "bf16")
+    precision: Precision = _help(
+        "fp32, or bf16 autocast (pays on GPUs; measured slower than fp32 for training on the 2-core CPU).", "fp32"
+    )
     threads: int = _help("CPU threads for PyTorch (0 = PyTorch's default).", 0)
     eval_batch_size: int = _help("Reports per forward pass when evaluating.", 32)
     run_baselines: bool = _help("Train and report the baselines beside the model.", True)

@@ -21,7 +21,12 @@ METHODS = ("pretrained", "random_init", "tfidf")
 METRICS = ("department_macro_f1", "sentiment_macro_f1", "severity_qwk", "keywords_f1")
 # A model trained from random weights needs a higher learning rate and no layer-wise decay to learn at all;
 # giving it the pretrained model's settings would make the comparison unfair to it.
-RANDOM_INIT_OVERRIDES = ("random_init=true", "learning_rate=5e-4", "layer_lr_decay=1.0")
+RANDOM_INIT_OVERRIDES = (
+    "random_init=true",
+    "learning_rate=5e-4",
+    "layer_lr_decay=1.0",
+    "freeze_word_embeddings=false",
+)
 
 
 def _point_key(method: str, fraction: float, seed: int) -> str:

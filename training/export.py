@@ -40,6 +40,7 @@ from app.errors import KommunrouterError
 from training.data import Report, load_reports, load_taxonomy
 from training.evaluate import ModelOutputs, collect_outputs, evaluate_outputs
 from training.model import LabelSets, MultiTaskModel, encode_texts, load_checkpoint, torch_runner
+from training.model_card import write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +147,12 @@ def main_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
         "department": metrics["department"]["macro_f1"],
         "sentiment": metrics["sentiment"]["macro_f1"],
         "severity": metrics["severity"]["macro_f1"],
+        "severity_qwk": metrics["severity"]["quadratic_weighted_kappa"],
         "keywords": metrics["keywords"]["f1"],
     }
+
+
+PARITY_TASKS = ("department", "sentiment", "severity", "keywords")
 
 
 def _latency_ms(session: ort.InferenceSession, encoded_ids: list[list[int]], pad_id: int) -> float:
@@ -226,8 +231,8 @@ def check_and_build_graph(
         if agreement < INT8_MIN_AGREEMENT:
             result.failures.append(f"int8 department agreement {agreement:.3f} < {INT8_MIN_AGREEMENT}")
         result.metrics["int8"] = main_metrics(evaluate_outputs(reports, int8, labels))
-        for task, value in result.metrics["int8"].items():
-            before = result.metrics["fp32"][task]
+        for task in PARITY_TASKS:
+            value, before = result.metrics["int8"][task], result.metrics["fp32"][task]
             if value is not None and before is not None and before - value > INT8_MAX_METRIC_DROP:
                 result.failures.append(
                     f"int8 {task} score {value:.3f} is more than {INT8_MAX_METRIC_DROP} below fp32 {before:.3f}"
@@ -314,6 +319,7 @@ def export_run(
     )
     write_manifest(out_dir, manifest)
     read_manifest(out_dir)  # what was written must load
+    write_model_card(out_dir)
     if triton_dir is not None:
         write_triton_repository(out_dir, triton_dir, max_batch_size=64)
     logger.info("artifact written to %s (%d bytes)", out_dir, (out_dir / MODEL_FILE).stat().st_size)

@@ -207,6 +207,8 @@ def set_trainable_layers(model: MultiTaskModel, config: TrainConfig, epoch: int)
     for i, layer in enumerate(model.encoder_layers):
         layer.requires_grad_(i >= depth - trainable)
     model.encoder.embeddings.requires_grad_(trainable == depth)
+    if config.freeze_word_embeddings or trainable < depth:
+        model.encoder.embeddings.word_embeddings.requires_grad_(False)
     return trainable
 
 
