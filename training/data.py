@@ -180,6 +180,7 @@ def load_reports(path: Path, taxonomy: Taxonomy) -> list[Report]:
         problems = [problem] if problem else report_problems(raw, taxonomy)
         if problems:
             raise DataError(f"{path}:{number}: {problems[0]}")
+        assert isinstance(raw, dict)
         reports.append(report_from_json(raw))
     return reports
 
@@ -269,6 +270,7 @@ def validate_files(paths: Sequence[Path], taxonomy: Taxonomy) -> ValidationRepor
             if problems:
                 continue
             size += 1
+            assert isinstance(raw, dict)
             report = report_from_json(raw)
             if report.id in seen_ids:
                 result.errors.append(f"{location}: id {report.id!r} already used at {seen_ids[report.id]}")

@@ -224,22 +224,25 @@ def evaluation_markdown(report: dict[str, Any]) -> str:
 
 
 def evaluate_model(model_path: Path, data_path: Path, out_dir: Path, *, taxonomy_path: Path) -> dict[str, Any]:
-    """`kommunrouter evaluate`: a run/checkpoint directory or an exported artifact, on a JSONL file."""
+    """`kommunrouter evaluate`: a run/checkpoint directory or an exported artifact, on a JSONL file. Labels and
+    temperatures are the model's own (the taxonomy file only validates the data)."""
     from training.data import load_reports, load_taxonomy
-    from training.train import label_sets_from
 
-    taxonomy = load_taxonomy(taxonomy_path)
-    reports = load_reports(data_path, taxonomy)
+    reports = load_reports(data_path, load_taxonomy(taxonomy_path))
+    temperatures: dict[str, float] | None
     if (model_path / MANIFEST_FILE).exists():
-        from training.export import artifact_outputs, artifact_temperatures
+        from training.export import artifact_label_sets, artifact_outputs, artifact_temperatures
 
         outputs = artifact_outputs(model_path, reports)
+        labels = artifact_label_sets(model_path)
         temperatures = artifact_temperatures(model_path)
     else:
+        from training.model import read_label_sets
+
         outputs = evaluate_checkpoint_outputs(model_path, reports, 32)
+        labels = read_label_sets(model_path)
         previous = model_path / "evaluation" / "evaluation.json"
         temperatures = json.loads(previous.read_text())["temperatures"] if previous.exists() else None
-    labels = label_sets_from(taxonomy)
     metrics = evaluate_outputs(reports, outputs, labels, temperatures=temperatures)
     report = {
         "model": str(model_path),

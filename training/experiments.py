@@ -68,6 +68,7 @@ def learning_curve(
     fractions: Sequence[float],
     seeds: Sequence[int],
     methods: Sequence[str],
+    config_path: Path | None = None,
     overrides: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run every missing (method, fraction, seed) point, then write ``learning_curve.json`` and the plot."""
@@ -88,7 +89,7 @@ def learning_curve(
                     continue
                 extra = RANDOM_INIT_OVERRIDES if method == "random_init" else ()
                 config = load_config(
-                    None,
+                    config_path,
                     [
                         *overrides,
                         *extra,

@@ -374,6 +374,16 @@ def artifact_outputs(artifact_dir: Path, reports: list[Report]) -> ModelOutputs:
     return collect_outputs(onnx_runner(session), encoded, 16, manifest.tokenizer.pad_token_id)
 
 
+def artifact_label_sets(artifact_dir: Path) -> LabelSets:
+    manifest = read_manifest(artifact_dir)
+    return LabelSets(
+        department=manifest.tasks["department"].label_ids,
+        sentiment=manifest.tasks["sentiment"].label_ids,
+        severity=manifest.tasks["severity"].label_ids,
+        span_types=manifest.span_types,
+    )
+
+
 def artifact_temperatures(artifact_dir: Path) -> dict[str, float]:
     manifest = read_manifest(artifact_dir)
     return {task: spec.temperature for task, spec in manifest.tasks.items()}

@@ -122,7 +122,8 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     """The softmax temperature that minimises the negative log-likelihood (a log-spaced search, then a finer one)."""
     if not len(targets):
         return 1.0
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    grid = [float(t) for t in np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))]
     best = min(grid, key=lambda t: negative_log_likelihood(logits, targets, t))
-    fine = best * np.exp(np.linspace(-0.05, 0.05, 41))
-    return float(round(min(fine, key=lambda t: negative_log_likelihood(logits, targets, t)), 4))
+    fine = [best * float(f) for f in np.exp(np.linspace(-0.05, 0.05, 41))]
+    chosen: float = min(fine, key=lambda t: negative_log_likelihood(logits, targets, t))
+    return round(chosen, 4)

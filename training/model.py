@@ -160,10 +160,19 @@ def save_checkpoint(model: MultiTaskModel, tokenizer_path: Path, labels: LabelSe
     return out
 
 
+def _checkpoint_dir(path: Path) -> Path:
+    return path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+
+
+def read_label_sets(path: Path) -> LabelSets:
+    """The label sets of a checkpoint directory (or of a run directory holding one)."""
+    return LabelSets(**json.loads((_checkpoint_dir(path) / LABELS_FILE).read_text(encoding="utf-8")))
+
+
 def load_checkpoint(path: Path) -> tuple[MultiTaskModel, Tokenizer, LabelSets]:
     """Load a checkpoint directory (or a run directory holding one) for evaluation or export."""
-    checkpoint = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
-    labels = LabelSets(**json.loads((checkpoint / LABELS_FILE).read_text(encoding="utf-8")))
+    checkpoint = _checkpoint_dir(path)
+    labels = read_label_sets(checkpoint)
     config_dict: dict[str, Any] = json.loads((checkpoint / ENCODER_CONFIG_FILE).read_text(encoding="utf-8"))
     encoder = BertModel(BertConfig.from_dict(config_dict), add_pooling_layer=False)
     model = MultiTaskModel(encoder, labels.counts())

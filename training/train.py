@@ -10,7 +10,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ def make_examples(reports: list[Report], tokenizer: Tokenizer, labels: LabelSets
     targets: dict[str, list[Any]] = {}
     for task in CLASSIFICATION_TASKS:
         index = {label: i for i, label in enumerate(labels.ids(task))}
-        targets[task] = [IGNORE_INDEX if r.label(task) is None else index[r.label(task)] for r in reports]
+        targets[task] = [index.get(r.label(task) or "", IGNORE_INDEX) for r in reports]
     targets[SPAN_TASK] = [
         [IGNORE_INDEX] * len(ids)
         if r.keywords is None
@@ -129,11 +129,21 @@ def collate(examples: Examples, indices: Sequence[int], pad_id: int) -> Batch:
     return Batch(torch.from_numpy(input_ids), torch.from_numpy(attention), labels)
 
 
-def shuffled_batches(count: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
-    order = list(range(count))
-    rng.shuffle(order)
-    for start in range(0, count, batch_size):
-        yield order[start : start + batch_size]
+def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of reports of similar length, in random order: far less padding than random batches (most of the
+    cost on a CPU), while each epoch still mixes differently (ties and batch order are shuffled)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i] // 8, rng.random()))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _process_share(batches: list[list[int]], accelerator: Accelerator) -> list[list[int]]:
+    """This process's share of the epoch's batches under `accelerate launch` (all of them in one process). Every
+    process gets the same number of batches, as distributed data parallel needs."""
+    processes = accelerator.num_processes
+    usable = len(batches) - len(batches) % processes if len(batches) >= processes else len(batches)
+    return batches[accelerator.process_index : usable : processes]
 
 
 def task_losses(outputs: dict[str, torch.Tensor], batch: Batch, config: TrainConfig) -> dict[str, torch.Tensor]:
@@ -248,6 +258,7 @@ def train(config: TrainConfig) -> TrainingResult:
     run_dir = config.output_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     shutil.copyfile(config.taxonomy_file, run_dir / TAXONOMY_FILE)
 
     taxonomy = load_taxonomy(config.taxonomy_file)
@@ -258,6 +269,7 @@ def train(config: TrainConfig) -> TrainingResult:
         config.base_model,
         trim_vocab=config.trim_vocab,
         extra_texts=[r.text for r in load_reports(config.train_file, taxonomy)],
+        heldout_texts=[r.text for r in dev_reports],
     )
     tokenizer_path = base_dir / TOKENIZER_FILE
     if (base_dir / "base_report.json").exists():
@@ -278,7 +290,7 @@ def train(config: TrainConfig) -> TrainingResult:
     dev_examples = make_examples(dev_reports, tokenizer, labels, config.max_length)
     optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
+    steps_per_epoch = max(1, math.ceil(len(train_examples) / config.batch_size) // accelerator.num_processes)
     epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
     total_steps = epochs * steps_per_epoch
     logger.info(
@@ -289,7 +301,7 @@ def train(config: TrainConfig) -> TrainingResult:
         steps_per_epoch,
         accelerator.device,
     )
-    history, best, best_epoch, waited, step = [], -math.inf, -1, 0, 0
+    best, best_epoch, waited, step = -math.inf, -1, 0, 0
     rng = random.Random(config.seed)
     unwrapped: MultiTaskModel = accelerator.unwrap_model(model)
     for epoch in range(epochs):
@@ -297,7 +309,10 @@ def train(config: TrainConfig) -> TrainingResult:
         model.train()
         running = 0.0
         progress = tqdm(
-            list(shuffled_batches(len(train_examples), config.batch_size, rng)),
+            _process_share(
+                bucketed_batches([len(ids) for ids in train_examples.encoded.input_ids], config.batch_size, rng),
+                accelerator,
+            ),
             desc=f"epoch {epoch + 1}/{epochs}",
             disable=not accelerator.is_local_main_process,
             leave=False,
@@ -331,7 +346,9 @@ def train(config: TrainConfig) -> TrainingResult:
             "trainable_layers": trainable,
             "dev": _main_metrics(metrics),
         }
-        history.append(record)
+        if accelerator.is_main_process:
+            with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
         logger.info("epoch %d: loss %.4f, dev score %.4f", epoch + 1, record["train_loss"], score)
         if score > best:
             best, best_epoch, waited = score, epoch + 1, 0
@@ -342,7 +359,6 @@ def train(config: TrainConfig) -> TrainingResult:
             if config.early_stopping_patience and waited >= config.early_stopping_patience:
                 logger.info("early stopping after epoch %d (best epoch %d)", epoch + 1, best_epoch)
                 break
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
     seconds = time.perf_counter() - started
     if not accelerator.is_main_process:
         return TrainingResult(run_dir, best_epoch, {}, seconds)

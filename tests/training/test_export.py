@@ -1,0 +1,106 @@
+"""Export of the tiny model: fp32 and int8 parity, the artifact contract refusing tampered artifacts, Triton."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.artifact import ArtifactError, check_graph, read_manifest
+from training.export import ExportParityError, export_run
+
+
+@pytest.fixture(scope="module")
+def int8_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("int8")
+    report = export_run(tiny_run, out, quantize="int8", triton_dir=out.parent / f"{out.name}-triton")
+    return out, report
+
+
+def test_fp32_export_matches_pytorch(tiny_artifact: Path) -> None:
+    export = read_manifest(tiny_artifact).metrics["export"]
+    assert max(export["fp32_max_abs_diff"].values()) <= 1e-4
+    assert export["int8_department_agreement"] is None
+
+
+def test_int8_export_passes_its_parity_checks(int8_export: tuple[Path, object]) -> None:
+    out, report = int8_export
+    manifest = read_manifest(out)
+    assert manifest.quantization == "int8"
+    assert report.int8_department_agreement >= 0.99  # type: ignore[attr-defined]
+    for task in ("department", "sentiment", "severity", "keywords"):
+        fp32, int8 = report.metrics["fp32"][task], report.metrics["int8"][task]  # type: ignore[attr-defined]
+        assert fp32 - int8 <= 0.01
+    assert (out / "MODEL_CARD.md").read_text().count("kommunrouter") >= 2
+
+
+def test_triton_repository(int8_export: tuple[Path, object]) -> None:
+    out, _ = int8_export
+    triton = out.parent / f"{out.name}-triton" / "kommunrouter"
+    assert (triton / "1" / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()
+    config = (triton / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in config and "dynamic_batching" in config
+    assert 'name: "keywords_logits" data_type: TYPE_FP32 dims: [ -1, 5 ]' in config
+    assert 'name: "department_logits" data_type: TYPE_FP32 dims: [ 10 ]' in config
+
+
+def test_parity_failures_are_collected_into_one_error(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("training.export.FP32_TOLERANCE", 0.0)
+    monkeypatch.setattr("training.export.INT8_MIN_AGREEMENT", 1.01)
+    with pytest.raises(ExportParityError) as error:
+        export_run(tiny_run, tmp_path / "out", quantize="int8")
+    messages = error.value.failures
+    assert any("int8 department agreement" in m for m in messages)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def copy_artifact(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_a_changed_byte_is_refused(tiny_artifact: Path, tmp_path: Path) -> None:
+    artifact = copy_artifact(tiny_artifact, tmp_path / "a")
+    data = bytearray((artifact / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (artifact / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="model.onnx does not match its sha256"):
+        read_manifest(artifact)
+
+
+def test_a_missing_file_is_refused(tiny_artifact: Path, tmp_path: Path) -> None:
+    artifact = copy_artifact(tiny_artifact, tmp_path / "a")
+    (artifact / "tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match="tokenizer.json is missing"):
+        read_manifest(artifact)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_an_invalid_manifest_is_refused(tiny_artifact: Path, tmp_path: Path) -> None:
+    artifact = copy_artifact(tiny_artifact, tmp_path / "a")
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    del manifest["tasks"]["severity"]
+    manifest["schema_version"] = 1
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="tasks missing from the manifest: severity"):
+        read_manifest(artifact)
+    (artifact / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        read_manifest(artifact)
+
+
+def test_label_count_not_matching_the_graph_is_refused(tiny_artifact: Path) -> None:
+    import onnxruntime as ort
+
+    manifest = read_manifest(tiny_artifact)
+    session = ort.InferenceSession(str(tiny_artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    inputs = [i.name for i in session.get_inputs()]
+    check_graph(tiny_artifact, manifest, inputs=inputs, outputs=outputs)  # the real pair fits
+    fewer = manifest.model_copy(deep=True)
+    fewer.tasks["department"].labels.pop()
+    with pytest.raises(ArtifactError, match="department_logits' has 10 values per item but the manifest lists 9"):
+        check_graph(tiny_artifact, fewer, inputs=inputs, outputs=outputs)
