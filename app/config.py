@@ -75,3 +75,14 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, built on first use."""
     return Settings()
+
+
+def settings_markdown_table() -> str:
+    """The README's configuration table, generated from the Settings fields (a test keeps the README in sync)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+        shown = "(none)" if default is None or default == {} else f"`{default}`"
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `KOMMUNROUTER_{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(rows)

@@ -1,0 +1,56 @@
+"""``GET /v1/model`` and ``GET /v1/labels``: what the served model is and what it predicts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import ClassifierDep, ClassifyClient
+from app.api.errors import ERROR_RESPONSES
+from app.api.schemas import DepartmentLabel, LabelInfo, LabelsResponse, ModelInfo, SeverityLabel
+from app.artifact import SPAN_TASK, TASKS
+
+router = APIRouter(prefix="/v1", tags=["model"])
+
+
+@router.get("/model", responses=ERROR_RESPONSES, summary="The served model")
+async def model_info(_client: ClassifyClient, classifier: ClassifierDep) -> ModelInfo:
+    """A summary of the served model's manifest: version, labels, metrics, provenance and checksums."""
+    manifest = classifier.manifest
+    return ModelInfo(
+        model_version=manifest.model_version,
+        created_at=manifest.created_at,
+        execution_provider=classifier.model.provider,
+        quantization=manifest.quantization,
+        max_length=manifest.tokenizer.max_length,
+        review_threshold=classifier.review_threshold,
+        labels={task: manifest.tasks[task].label_ids for task in TASKS},
+        metrics=manifest.metrics,
+        provenance=manifest.provenance,
+        files=manifest.files,
+    )
+
+
+@router.get("/labels", responses=ERROR_RESPONSES, summary="The taxonomy")
+async def labels(_client: ClassifyClient, classifier: ClassifierDep) -> LabelsResponse:
+    """Every label the model predicts, with its Swedish name, what it covers and (departments) its destination."""
+    tasks = classifier.manifest.tasks
+    return LabelsResponse(
+        department=[
+            DepartmentLabel(
+                label=label.id, name=label.name, description=label.description, routed_to=classifier.route(label.id)
+            )
+            for label in tasks["department"].labels
+        ],
+        sentiment=[
+            LabelInfo(label=label.id, name=label.name, description=label.description)
+            for label in tasks["sentiment"].labels
+        ],
+        severity=[
+            SeverityLabel(label=label.id, name=label.name, description=label.description, level=level)
+            for level, label in enumerate(tasks["severity"].labels, start=1)
+        ],
+        keywords=[
+            LabelInfo(label=label.id, name=label.name, description=label.description)
+            for label in tasks[SPAN_TASK].labels
+        ],
+    )

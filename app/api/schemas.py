@@ -1,0 +1,422 @@
+"""Request and response bodies of the HTTP API (separate from the audit ORM models), with Swedish examples."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, JsonValue
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from app.inference.text import forbidden_character
+
+EXAMPLE_TEXT = (
+    "Gatlampan utanför Storgatan 12 har varit trasig i två veckor och det är helt mörkt på kvällarna. "
+    "Barnen går förbi där till skolan."
+)
+
+
+# --- errors -------------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable machine-readable code and a message for people."""
+
+    code: str = Field(description="Stable error code, e.g. empty_text, text_too_long, invalid_json, unauthorized.")
+    message: str = Field(description="What was wrong and how to fix it.")
+    details: list[dict[str, Any]] | None = Field(
+        None, description="Per-field findings of a validation error (location, message, type)."
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": {"code": "empty_text", "message": "the text is empty or only whitespace"}}]
+        }
+    )
+
+    error: ErrorDetail
+
+
+# --- requests -----------------------------------------------------------------------------------------------
+
+
+def _typed_text(value: str) -> str:
+    problem = forbidden_character(value)
+    if problem is not None:
+        raise ValueError(f"contains a control character or a lone surrogate ({problem})")
+    return value
+
+
+def _storable_json(value: JsonValue) -> JsonValue:
+    """Strings without control characters and finite numbers, at any depth (the audit log stores the value)."""
+    if isinstance(value, str):
+        _typed_text(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite")
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _typed_text(key)
+            _storable_json(item)
+    return value
+
+
+CaseId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="The caller's own id of the case (stored with the decision).",
+        examples=["KS-2024-00412"],
+    ),
+    AfterValidator(_typed_text),
+]
+ReportText = Annotated[
+    str,
+    Field(
+        description=(
+            "The report as the citizen wrote it: 1 to 10,000 characters by default (KOMMUNROUTER_MAX_TEXT_CHARS), "
+            "not only whitespace, no control characters other than tab and line breaks."
+        ),
+        examples=[EXAMPLE_TEXT],
+    ),
+]
+
+
+class ReportItem(BaseModel):
+    """One report to classify."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "Soptunnan på Björkvägen 3 har inte tömts på två veckor.", "case_id": "KS-2024-00413"}
+            ]
+        },
+    )
+
+    text: ReportText
+    case_id: CaseId | None = None
+
+
+class ClassifyRequest(ReportItem):
+    """A report to classify, with optional metadata that is stored with the decision."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": EXAMPLE_TEXT,
+                    "case_id": "KS-2024-00412",
+                    "metadata": {"kanal": "e-tjänst", "förvaltning": "samhällsbyggnad"},
+                }
+            ]
+        }
+    )
+
+    metadata: Annotated[dict[str, JsonValue], AfterValidator(_storable_json)] | None = Field(
+        None, description="Free JSON object stored with the decision (strings are redacted in the audit log)."
+    )
+
+
+class _DocumentedAs:
+    """Parse anything, document as ``model``: a bad batch item becomes an error in its own slot of the answer
+    instead of failing the whole request, while the schema still tells clients what an item should be."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+
+    def __get_pydantic_json_schema__(self, _schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(self.model.__pydantic_core_schema__)
+
+
+class BatchRequest(BaseModel):
+    """Several reports at once."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "text": "Det är ett stort hål i asfalten på Kungsgatan vid busshållplatsen.",
+                            "case_id": "A-1",
+                        },
+                        {"text": "Tack för att ni snöröjde cykelbanan så snabbt i morse!"},
+                    ]
+                }
+            ]
+        },
+    )
+
+    items: list[Annotated[Any, _DocumentedAs(ReportItem)]] = Field(
+        description="The reports, at most KOMMUNROUTER_MAX_BATCH_ITEMS (64 by default)."
+    )
+
+
+# --- classification results ---------------------------------------------------------------------------------
+
+
+class ScoredLabel(BaseModel):
+    label: str = Field(description="Stable label id.", examples=["gata_park"])
+    name: str = Field(description="Swedish display name.", examples=["Gata och park"])
+    score: float = Field(ge=0, le=1, description="Calibrated probability.")
+
+
+class DepartmentResult(ScoredLabel):
+    alternatives: list[ScoredLabel] = Field(
+        description="The next most likely departments (up to three), most likely first."
+    )
+
+
+class SentimentResult(BaseModel):
+    label: str = Field(examples=["negativ"])
+    score: float = Field(ge=0, le=1)
+
+
+class SeverityResult(BaseModel):
+    label: str = Field(examples=["medel"])
+    level: int = Field(ge=1, description="Ordinal level: 1 lag, 2 medel, 3 hog, 4 akut (the taxonomy's order).")
+    score: float = Field(ge=0, le=1, description="Probability of this level (the most probable one).")
+
+
+class KeywordResult(BaseModel):
+    text: str = Field(examples=["Storgatan 12"])
+    type: str = Field(examples=["PLATS"])
+    start: int = Field(ge=0, description="Character offset into the text exactly as sent.")
+    end: int = Field(ge=0, description="End character offset (exclusive) into the text as sent.")
+    score: float = Field(ge=0, le=1)
+
+
+class ClassifyResponse(BaseModel):
+    """The routing decision for one report."""
+
+    model_config = ConfigDict(
+        protected_namespaces=(),
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f0c52-3f0d-4f4e-9a53-8f1f7c2d9a10",
+                    "department": {
+                        "label": "gata_park",
+                        "name": "Gata och park",
+                        "score": 0.91,
+                        "alternatives": [
+                            {"label": "trafik_parkering", "name": "Trafik och parkering", "score": 0.05},
+                            {"label": "kommun_ovrigt", "name": "Kommunledning och övrigt", "score": 0.02},
+                            {"label": "skola", "name": "Förskola och skola", "score": 0.01},
+                        ],
+                    },
+                    "routed_to": "gatuenheten@kommun.se",
+                    "needs_review": False,
+                    "sentiment": {"label": "negativ", "score": 0.83},
+                    "severity": {"label": "medel", "level": 2, "score": 0.64},
+                    "keywords": [
+                        {"text": "Gatlampan", "type": "OBJEKT", "start": 0, "end": 9, "score": 0.88},
+                        {"text": "Storgatan 12", "type": "PLATS", "start": 18, "end": 30, "score": 0.93},
+                    ],
+                    "language": "sv",
+                    "model_version": "2024.06.1",
+                    "latency_ms": 21.4,
+                }
+            ]
+        },
+    )
+
+    request_id: str = Field(description="Id of this decision in the logs and the audit log.")
+    department: DepartmentResult
+    routed_to: str = Field(description="The municipality's queue or address for the department (routing table).")
+    needs_review: bool = Field(
+        description="True when the department score is below the review threshold or the language is neither "
+        "Swedish nor English."
+    )
+    sentiment: SentimentResult
+    severity: SeverityResult
+    keywords: list[KeywordResult]
+    language: Literal["sv", "en", "other"]
+    model_version: str
+    latency_ms: float = Field(ge=0, description="Time the service took to classify the report.")
+
+
+class BatchResponse(BaseModel):
+    """One result per item, in the order of the items: a decision, or an error for a bad item."""
+
+    results: list[ClassifyResponse | ErrorResponse]
+
+
+# --- model, labels and probes -------------------------------------------------------------------------------
+
+
+class ModelInfo(BaseModel):
+    """A summary of the served model's manifest."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_version: str
+    created_at: datetime
+    execution_provider: str = Field(description="The onnxruntime execution provider that runs the model.")
+    quantization: str
+    max_length: int = Field(description="Tokens per text; longer texts are truncated.")
+    review_threshold: float = Field(description="Department score below which a decision needs review.")
+    labels: dict[str, list[str]] = Field(description="Label ids of every task, in the model's output order.")
+    metrics: dict[str, Any] = Field(description="Evaluation results recorded at training time.")
+    provenance: dict[str, Any] = Field(description="Where the model came from (data, base model, training run).")
+    files: dict[str, str] = Field(description="sha256 of every artifact file.")
+
+
+class LabelInfo(BaseModel):
+    label: str
+    name: str
+    description: str
+
+
+class DepartmentLabel(LabelInfo):
+    routed_to: str = Field(description="Where decisions for this department are routed.")
+
+
+class SeverityLabel(LabelInfo):
+    level: int = Field(ge=1)
+
+
+class LabelsResponse(BaseModel):
+    """The taxonomy the served model predicts."""
+
+    department: list[DepartmentLabel]
+    sentiment: list[LabelInfo]
+    severity: list[SeverityLabel]
+    keywords: list[LabelInfo] = Field(description="Keyword span types.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadinessResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, bool] = Field(description="Each readiness condition: model, database.")
+
+
+# --- feedback and audit --------------------------------------------------------------------------------------
+
+LABEL_ID = r"^[A-Za-z0-9_]{1,64}$"
+# Request ids are UUIDs the service made; anything printable is accepted, nothing a database cannot store.
+REQUEST_ID = r"^[\x21-\x7e]{1,128}$"
+ReviewedLabel = Annotated[str, Field(pattern=LABEL_ID)]
+
+
+class KeywordLabel(BaseModel):
+    """A keyword span as a reviewer labels it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(ge=0, description="Character offset of the span.")
+    end: int = Field(ge=1, description="End character offset (exclusive).")
+    type: str = Field(pattern=LABEL_ID, examples=["PLATS"])
+
+
+class FeedbackRequest(BaseModel):
+    """A person's correction of a decision; fields left out are not judged."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "0b6f0c52-3f0d-4f4e-9a53-8f1f7c2d9a10",
+                    "department": "trafik_parkering",
+                    "severity": "hog",
+                    "keywords": [{"start": 18, "end": 30, "type": "PLATS"}],
+                    "reviewer": "handläggare 12",
+                },
+                {"request_id": "0b6f0c52-3f0d-4f4e-9a53-8f1f7c2d9a10", "reviewer": "handläggare 12"},
+            ]
+        },
+    )
+
+    request_id: str = Field(pattern=REQUEST_ID, description="The request id of the decision.")
+    department: ReviewedLabel | None = Field(None, description="The right department (a label id).")
+    sentiment: ReviewedLabel | None = Field(None, description="The right sentiment.")
+    severity: ReviewedLabel | None = Field(None, description="The right severity.")
+    keywords: list[KeywordLabel] | None = Field(
+        None,
+        max_length=200,
+        description="All the right keyword spans, with offsets into the text as sent to /v1/classify (as its "
+        "answer gave them); [] when the report has none. A feedback without any of department, sentiment, "
+        "severity and keywords confirms the whole decision.",
+    )
+    reviewer: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_typed_text)] | None = Field(
+        None, description="Who reviewed the decision (kept in the audit log)."
+    )
+
+
+class FeedbackResponse(BaseModel):
+    """A stored correction; keyword offsets refer to the stored text of the decision (see AuditRecord.text)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    request_id: str
+    created_at: datetime
+    client: str = Field(description="The API client that sent the feedback.")
+    reviewer: str | None
+    department: str | None
+    sentiment: str | None
+    severity: str | None
+    keywords: list[KeywordLabel] | None
+
+
+class AuditKeyword(BaseModel):
+    type: str
+    start: int = Field(ge=0, description="Offset into the stored text (the text as sent where none is stored).")
+    end: int = Field(ge=0)
+    score: float = Field(ge=0, le=1)
+    text: str | None = Field(description="The span of the stored text (null where no text is stored).")
+
+
+class AuditRecord(BaseModel):
+    """A routing decision from the audit log, with the feedback it received (oldest first)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    request_id: str
+    created_at: datetime
+    client: str = Field(description="The API client that asked.")
+    case_id: str | None = Field(description="The caller's case id (redacted like the text).")
+    model_version: str
+    artifact_sha256: str = Field(description="sha256 of the model file that decided.")
+    department: str
+    department_score: float
+    sentiment: str
+    sentiment_score: float
+    severity: str
+    severity_score: float
+    keywords: list[AuditKeyword]
+    needs_review: bool
+    routed_to: str
+    latency_ms: float
+    text_storage: Literal["redacted", "hash", "none"] = Field(
+        description="The text policy the decision was stored under."
+    )
+    text: str | None = Field(description="The text with personal data replaced ([PERSONNUMMER], [TELEFON], [E-POST]).")
+    text_sha256: str | None = Field(description="sha256 of the text as sent (text_storage hash).")
+    text_purged_at: datetime | None = Field(description="When retention removed the stored text.")
+    metadata: dict[str, Any] | None
+    feedback: list[FeedbackResponse]
+
+
+class AuditPage(BaseModel):
+    """One page of decisions, newest first, and how many match the filters in all."""
+
+    items: list[AuditRecord]
+    total: int = Field(ge=0, description="Decisions matching the filters, on all pages.")
+    limit: int
+    offset: int

@@ -1,0 +1,1 @@
+"""The audit log: every routing decision, the reviewers' corrections, redaction of personal data, retention."""

@@ -1,0 +1,1 @@
+"""Inference: tokenisation, the onnxruntime session, micro-batching, span decoding, language and routing."""

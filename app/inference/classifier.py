@@ -1,0 +1,87 @@
+"""From a report text to a routing decision: validation, batched model call, language, routing and review flag."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from app.artifact import Manifest
+from app.errors import ConfigurationError
+from app.inference.batcher import MicroBatcher
+from app.inference.language import Language, detect_language
+from app.inference.model import ModelPrediction, ReportModel
+from app.inference.text import check_report_text
+
+REVIEWED_LANGUAGES = ("sv", "en")
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The model's prediction for a report and what the service decides from it."""
+
+    prediction: ModelPrediction
+    language: Language
+    routed_to: str
+    needs_review: bool
+
+
+class Classifier:
+    """The service's one model, behind a micro-batcher, with the municipality's routing table."""
+
+    def __init__(
+        self,
+        model: ReportModel,
+        *,
+        routing_table: Mapping[str, str],
+        review_threshold: float | None,
+        max_text_chars: int,
+        max_batch_size: int,
+        max_batch_wait_ms: float,
+    ) -> None:
+        departments = model.manifest.tasks["department"].label_ids
+        unknown = sorted(set(routing_table) - set(departments))
+        if unknown:
+            raise ConfigurationError(
+                f"the routing table names departments the model does not know: {', '.join(unknown)} "
+                f"(the model's departments: {', '.join(departments)})"
+            )
+        self.model = model
+        self.routing_table = dict(routing_table)
+        self.review_threshold = model.manifest.routing_threshold if review_threshold is None else review_threshold
+        self._max_text_chars = max_text_chars
+        self._batcher: MicroBatcher[str, ModelPrediction] = MicroBatcher(
+            model.predict, max_batch_size=max_batch_size, max_wait_s=max_batch_wait_ms / 1000
+        )
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.model.manifest
+
+    @property
+    def running(self) -> bool:
+        return self._batcher.running
+
+    def start(self) -> None:
+        """Start the micro-batcher (from the serving event loop)."""
+        self._batcher.start()
+
+    async def close(self) -> None:
+        """Finish every queued request, then stop."""
+        await self._batcher.close()
+
+    def route(self, department: str) -> str:
+        """The queue or address of a department; departments missing from the table route to their id."""
+        return self.routing_table.get(department, department)
+
+    async def classify(self, text: str) -> Classification:
+        """Classify one report text as sent (raises :class:`~app.errors.InvalidInput` for unusable text)."""
+        check_report_text(text, max_chars=self._max_text_chars)
+        prediction = await self._batcher.submit(text)
+        language = detect_language(text)
+        department = prediction.department[0]
+        return Classification(
+            prediction=prediction,
+            language=language,
+            routed_to=self.route(department.label),
+            needs_review=department.score < self.review_threshold or language not in REVIEWED_LANGUAGES,
+        )
