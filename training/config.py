@@ -87,6 +87,9 @@ class TrainConfig:
     severity_loss: SeverityLoss = _help(
         "ordinal: cross-entropy plus the expected distance between predicted and true level.", "ordinal"
     )
+    keyword_tag_weight: float = _help(
+        "Loss weight of the B-/I- keyword tags relative to O (most tokens are O; without it OBJEKT is missed).", 3.0
+    )
     label_smoothing: float = _help("Label smoothing of the classification losses.", 0.05)
     # running
     seed: int = _help("Random seed; the same seed gives the same run on the same machine.", 13)
@@ -121,6 +124,8 @@ class TrainConfig:
         unknown = set(self.task_weights) - set(TASKS)
         if unknown:
             problems.append(f"task_weights has unknown tasks: {', '.join(sorted(unknown))}")
+        if self.keyword_tag_weight <= 0:
+            problems.append("keyword_tag_weight must be positive")
         if any(weight < 0 for weight in self.task_weights.values()):
             problems.append("task weights must be >= 0")
         if self.gradual_unfreezing and self.strategy == "feature_extraction":

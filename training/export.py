@@ -215,7 +215,9 @@ def check_and_build_graph(
         optimised_session = make_session(optimised_path)
         result.latency_ms["fp32_optimised"] = _latency_ms(optimised_session, encoded.input_ids, pad_id)
         optimised = collect_outputs(onnx_runner(optimised_session), encoded, 16, pad_id)
-        if max(_max_abs_difference(reference, optimised).values()) <= FP32_TOLERANCE * 10:
+        exact = max(_max_abs_difference(reference, optimised).values()) <= FP32_TOLERANCE
+        # kept only where it pays off: as exact as the plain graph and faster on this machine
+        if exact and result.latency_ms["fp32_optimised"] < result.latency_ms["fp32"]:
             graph, result.optimised = optimised_path, True
     except Exception as exc:  # the optimiser is best effort: an unfusable graph is exported unoptimised
         logger.warning("transformer graph optimisation skipped: %s", exc)

@@ -165,8 +165,10 @@ def task_losses(outputs: dict[str, torch.Tensor], batch: Batch, config: TrainCon
     tags = batch.labels[SPAN_TASK]
     if (tags != IGNORE_INDEX).any():
         logits = outputs[output_name(SPAN_TASK)].float()
+        weights = torch.full((logits.shape[-1],), config.keyword_tag_weight, device=logits.device)
+        weights[0] = 1.0  # tag 0 is O
         losses[SPAN_TASK] = nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), tags.reshape(-1), ignore_index=IGNORE_INDEX
+            logits.reshape(-1, logits.shape[-1]), tags.reshape(-1), weight=weights, ignore_index=IGNORE_INDEX
         )
     return losses
 

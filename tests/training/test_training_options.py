@@ -82,6 +82,8 @@ def test_warmup_then_linear_and_cosine_decay() -> None:
 def test_config_validation_and_overrides(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="layer_lr_decay must be in"):
         TrainConfig(layer_lr_decay=1.5)
+    with pytest.raises(ConfigurationError, match="keyword_tag_weight must be positive"):
+        TrainConfig(keyword_tag_weight=0)
     with pytest.raises(ConfigurationError, match="gradual_unfreezing needs strategy=finetune"):
         TrainConfig(gradual_unfreezing=True, strategy="feature_extraction")
     with pytest.raises(ConfigurationError, match="unknown configuration field 'learning_rat'"):
