@@ -181,13 +181,21 @@ def export_command(
     quantize: Annotated[str, typer.Option(help="int8 (dynamic, per channel) or none.")] = "int8",
     triton: Annotated[Path | None, typer.Option(help="Also write an NVIDIA Triton model repository here.")] = None,
     threshold: Annotated[float, typer.Option(help="Department score below which a report needs review.")] = 0.5,
+    model_version: Annotated[str | None, typer.Option(help="Version name (default: run name + time).")] = None,
 ) -> None:
     """Export a run to model.onnx + tokenizer.json + manifest.json, checked against PyTorch."""
     from training.export import export_run
 
     if quantize not in ("int8", "none"):
         raise typer.BadParameter("--quantize must be int8 or none")
-    report = export_run(run, out, quantize=quantize, triton_dir=triton, routing_threshold=threshold)  # type: ignore[arg-type]
+    report = export_run(
+        run,
+        out,
+        quantize=quantize,  # type: ignore[arg-type]
+        triton_dir=triton,
+        routing_threshold=threshold,
+        model_version=model_version,
+    )
     typer.echo(f"artifact written to {out}: fp32 max |diff| {max(report.fp32_max_abs_diff.values()):.2e}")
 
 

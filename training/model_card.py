@@ -9,7 +9,8 @@ from app.artifact import CLASSIFICATION_TASKS, MODEL_FILE, read_manifest
 
 REPRODUCE = (
     "make train   # = kommunrouter train --config configs/default.toml && "
-    "kommunrouter export --run runs/default --out models/default --quantize int8"
+    "kommunrouter export --run runs/default --out models/default --quantize int8\n"
+    "# the shipped run was trained with --set threads=1 (it shared the 2 CPU cores with another job)"
 )
 
 
@@ -93,13 +94,26 @@ def write_model_card(artifact_dir: Path) -> Path:
         "",
         "## Calibration",
         f"Softmax temperatures fitted on dev by negative log-likelihood: {temperatures}. Expected calibration "
-        "errors before and after are in the run's `evaluation/evaluation.md`.",
+        "error (10 bins) of the top label, before and after temperature scaling:",
+        "",
+        "| split | task | ECE before | ECE after |",
+        "|---|---|---|---|",
+        *[
+            f"| {split} | {task} | {values['ece_before']:.3f} | {values['ece_after']:.3f} |"
+            for split, tasks in manifest.metrics.get("calibration", {}).items()
+            for task, values in tasks.items()
+        ],
         "",
         "## Export checks",
         "- fp32 ONNX vs PyTorch, max absolute logit difference on dev: "
         + ", ".join(f"{t} {v:.1e}" for t, v in manifest.metrics.get("export", {}).get("fp32_max_abs_diff", {}).items()),
         f"- int8 department agreement with fp32 on dev: "
         f"{_fmt(manifest.metrics.get('export', {}).get('int8_department_agreement'))}",
+        "- dev scores of the graph as shipped vs PyTorch (department, sentiment, severity macro-F1, keyword F1): "
+        + "; ".join(
+            f"{way} {', '.join(_fmt(scores.get(t)) for t in ('department', 'sentiment', 'severity', 'keywords'))}"
+            for way, scores in manifest.metrics.get("export", {}).get("dev_scores", {}).items()
+        ),
         "",
         "## Limitations",
         "- Trained on about a thousand reports written by a small team: real traffic has other wording, topics and "

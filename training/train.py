@@ -193,9 +193,13 @@ def parameter_groups(model: MultiTaskModel, config: TrainConfig) -> list[dict[st
     return groups
 
 
+def warmup_steps(total: int, config: TrainConfig) -> int:
+    return int(total * config.warmup_ratio)
+
+
 def learning_rate_factor(step: int, total: int, config: TrainConfig) -> float:
     """Linear warm-up, then linear or cosine decay to 0 (or constant)."""
-    warmup = int(total * config.warmup_ratio)
+    warmup = warmup_steps(total, config)
     if step < warmup:
         return (step + 1) / warmup
     if config.schedule == "constant":
@@ -336,6 +340,10 @@ def train(config: TrainConfig) -> TrainingResult:
             step += 1
             running += loss.item()
             progress.set_postfix(loss=f"{loss.item():.3f}")
+        if step < max(config.min_steps, warmup_steps(total_steps, config)) and epoch + 1 < epochs:
+            # Small training sets run many short epochs: judging (and stopping) them before the warm-up and the
+            # promised minimum of steps are over would stop a model that has not started learning.
+            continue
         outputs_dev = collect_outputs(
             torch_runner(unwrapped, accelerator.device), dev_examples.encoded, config.eval_batch_size, pad_id
         )
