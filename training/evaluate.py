@@ -180,8 +180,13 @@ def write_evaluation(report: dict[str, Any], out_dir: Path, labels: LabelSets) -
     (out_dir / "evaluation.md").write_text(evaluation_markdown(report), encoding="utf-8")
 
 
-def _fmt(value: float | None) -> str:
+def format_score(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def markdown_row(*cells: str | float | None) -> str:
+    """A Markdown table row: strings as they are, scores with three decimals, missing ones as '-'."""
+    return "| " + " | ".join(cell if isinstance(cell, str) else format_score(cell) for cell in cells) + " |"
 
 
 def evaluation_markdown(report: dict[str, Any]) -> str:
@@ -194,16 +199,19 @@ def evaluation_markdown(report: dict[str, Any]) -> str:
     ]
     for split, r in report["splits"].items():
         lines.append(
-            f"| {split} | {_fmt(r['department']['macro_f1'])} | {_fmt(r['sentiment']['macro_f1'])} | "
-            f"{_fmt(r['severity']['quadratic_weighted_kappa'])} | {_fmt(r['severity']['mae'])} | "
-            f"{_fmt(r['keywords']['f1'])} |"
+            markdown_row(
+                split,
+                r["department"]["macro_f1"],
+                r["sentiment"]["macro_f1"],
+                r["severity"]["quadratic_weighted_kappa"],
+                r["severity"]["mae"],
+                r["keywords"]["f1"],
+            )
         )
     for name, by_split in report.get("baselines", {}).items():
-        for split, r in by_split.items():
-            lines.append(
-                f"| {split}: {name} | {_fmt(r.get('department'))} | {_fmt(r.get('sentiment'))} | "
-                f"{_fmt(r.get('severity_qwk'))} | {_fmt(r.get('severity_mae'))} | {_fmt(r.get('keywords'))} |"
-            )
+        for split, b in by_split.items():
+            cells = [b.get(key) for key in ("department", "sentiment", "severity_qwk", "severity_mae", "keywords")]
+            lines.append(markdown_row(f"{split}: {name}", *cells))
     lines += [
         "",
         "## Calibration (expected calibration error, 10 bins)",

@@ -6,16 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from app.artifact import CLASSIFICATION_TASKS, MODEL_FILE, read_manifest
+from training.evaluate import format_score, markdown_row
 
+MAIN_TASKS = ("department", "sentiment", "severity", "keywords")
 REPRODUCE = (
     "make train   # = kommunrouter train --config configs/default.toml && "
     "kommunrouter export --run runs/default --out models/default --quantize int8\n"
     "# the shipped run was trained with --set threads=1 (it shared the 2 CPU cores with another job)"
 )
-
-
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
@@ -24,18 +22,13 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
         " keyword span F1 |",
         "|---|---|---|---|---|---|---|",
     ]
+    model_keys = ("department", "sentiment", "severity", "severity_qwk", "keywords")
     for split, scores in metrics.get("evaluation", {}).items():
-        lines.append(
-            f"| **kommunrouter** | {split} | {_fmt(scores.get('department'))} | {_fmt(scores.get('sentiment'))} | "
-            f"{_fmt(scores.get('severity'))} | {_fmt(scores.get('severity_qwk'))} | {_fmt(scores.get('keywords'))} |"
-        )
+        lines.append(markdown_row("**kommunrouter**", split, *(scores.get(key) for key in model_keys)))
+    baseline_keys = ("department", "sentiment", "severity_macro_f1", "severity_qwk", "keywords")
     for name, by_split in metrics.get("baselines", {}).items():
         for split, scores in by_split.items():
-            lines.append(
-                f"| {name} | {split} | {_fmt(scores.get('department'))} | {_fmt(scores.get('sentiment'))} | "
-                f"{_fmt(scores.get('severity_macro_f1'))} | {_fmt(scores.get('severity_qwk'))} | "
-                f"{_fmt(scores.get('keywords'))} |"
-            )
+            lines.append(markdown_row(name, split, *(scores.get(key) for key in baseline_keys)))
     return lines
 
 
@@ -108,10 +101,10 @@ def write_model_card(artifact_dir: Path) -> Path:
         "- fp32 ONNX vs PyTorch, max absolute logit difference on dev: "
         + ", ".join(f"{t} {v:.1e}" for t, v in manifest.metrics.get("export", {}).get("fp32_max_abs_diff", {}).items()),
         f"- int8 department agreement with fp32 on dev: "
-        f"{_fmt(manifest.metrics.get('export', {}).get('int8_department_agreement'))}",
+        f"{format_score(manifest.metrics.get('export', {}).get('int8_department_agreement'))}",
         "- dev scores of the graph as shipped vs PyTorch (department, sentiment, severity macro-F1, keyword F1): "
         + "; ".join(
-            f"{way} {', '.join(_fmt(scores.get(t)) for t in ('department', 'sentiment', 'severity', 'keywords'))}"
+            f"{way} {', '.join(format_score(scores.get(t)) for t in MAIN_TASKS)}"
             for way, scores in manifest.metrics.get("export", {}).get("dev_scores", {}).items()
         ),
         "",
