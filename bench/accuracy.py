@@ -1,0 +1,90 @@
+"""The model's scores beside the baselines', on dev and test, from the training run's evaluation; and the
+learning curve (pretrained vs random initialisation vs TF-IDF on growing shares of train) when it was run.
+
+    python -m bench.accuracy [--run runs/default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.measure import DEFAULT_RUN, RESULTS_DIR, require, write_result
+
+# One name per metric in every row: the model's evaluation and the baselines name them differently.
+METRICS = {
+    "department_macro_f1": ("department", "macro_f1"),
+    "sentiment_macro_f1": ("sentiment", "macro_f1"),
+    "severity_macro_f1": ("severity", "macro_f1"),
+    "severity_qwk": ("severity", "quadratic_weighted_kappa"),
+    "severity_mae": ("severity", "mae"),
+    "keywords_f1": ("keywords", "f1"),
+}
+BASELINE_KEYS = {
+    "department_macro_f1": "department",
+    "sentiment_macro_f1": "sentiment",
+    "severity_macro_f1": "severity_macro_f1",
+    "severity_qwk": "severity_qwk",
+    "severity_mae": "severity_mae",
+    "keywords_f1": "keywords",
+}
+
+
+def model_scores(split: dict[str, Any]) -> dict[str, float | None]:
+    return {name: split[task].get(key) for name, (task, key) in METRICS.items()}
+
+
+def baseline_scores(scores: dict[str, float]) -> dict[str, float | None]:
+    return {name: scores.get(key) for name, key in BASELINE_KEYS.items()}
+
+
+def learning_curve_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean test scores per method and number of training examples (over seeds), smallest first."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for point in points:
+        groups.setdefault((point["method"], point["n_examples"]), []).append(point)
+    rows = []
+    for (method, n), group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1])):
+        row: dict[str, Any] = {"method": method, "n_examples": n, "seeds": len(group)}
+        for metric in ("department_macro_f1", "sentiment_macro_f1", "severity_qwk", "keywords_f1"):
+            values = [p[metric] for p in group if p.get(metric) is not None]
+            row[metric] = sum(values) / len(values) if values else None
+        rows.append(row)
+    return rows
+
+
+def collect_accuracy(run_dir: Path, learning_curve: Path) -> dict[str, Any]:
+    evaluation_path = run_dir / "evaluation" / "evaluation.json"
+    require(evaluation_path, "the evaluation of the training run")
+    evaluation = json.loads(evaluation_path.read_text(encoding="utf-8"))
+    splits = evaluation["splits"]
+    points = json.loads(learning_curve.read_text(encoding="utf-8")) if learning_curve.exists() else None
+    return {
+        "run": str(run_dir),
+        "reports": {split: metrics["n"] for split, metrics in splits.items()},
+        "training_seconds": evaluation.get("training_seconds"),
+        "model": {split: model_scores(metrics) for split, metrics in splits.items()},
+        "baselines": {
+            name: {split: baseline_scores(scores) for split, scores in by_split.items()}
+            for name, by_split in evaluation.get("baselines", {}).items()
+        },
+        "learning_curve": None
+        if points is None
+        else {"source": str(learning_curve), "table": learning_curve_table(points), "points": points},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--run", type=Path, default=DEFAULT_RUN, help="training run with evaluation/")
+    parser.add_argument("--learning-curve", type=Path, default=RESULTS_DIR / "learning_curve.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "accuracy.json")
+    args = parser.parse_args(argv)
+    write_result(args.out, collect_accuracy(args.run, args.learning_curve))
+
+
+if __name__ == "__main__":
+    main()
