@@ -279,7 +279,7 @@ def _service_section(service: dict[str, Any], results: Path) -> list[str]:
                 "p99 ms",
                 "errors / requests",
                 "audit rows / answered",
-                "mean micro-batch",
+                "texts per model call",
                 "server CPU ms/request",
             ],
             rows,

@@ -4,7 +4,7 @@ worker) on a free loopback port, with a SQLite audit log and then a PostgreSQL o
 An asyncio load generator keeps N requests in flight (N = 1, 8, 32) on N keep-alive connections, each a
 POST /v1/classify with a text of the test split, bounded in requests and seconds. Per level: throughput,
 latency p50/p95/p99, errors, the audit rows the level added (each answered decision must have one), the
-server's and the load generator's CPU time per request, and the mean micro-batch size (from /metrics).
+server's and the load generator's CPU time per request, and the mean texts per model call (from /metrics).
 Throughput is compared with (d)'s batched model throughput from inference.json (or measured here when that
 file is missing).
 
@@ -229,7 +229,7 @@ def audit_rows(database_url: str) -> int:
 
 
 def _metric_sums(base_url: str) -> dict[str, float]:
-    """Sums and counts of the service's histograms (to derive mean micro-batch and audit-batch sizes)."""
+    """Sums and counts of the service's histograms (texts per model call and decisions per audit commit)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{base_url}/metrics", trust_env=False, timeout=30).text
