@@ -39,7 +39,7 @@ from app.artifact import (
 from app.errors import KommunrouterError
 from training.data import Report, load_reports, load_taxonomy
 from training.evaluate import ModelOutputs, collect_outputs, evaluate_outputs
-from training.model import LabelSets, MultiTaskModel, encode_texts, load_checkpoint, torch_runner
+from training.model import Encoded, LabelSets, MultiTaskModel, encode_texts, load_checkpoint, torch_runner
 from training.model_card import write_model_card
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def check_and_build_graph(
     model: MultiTaskModel,
     reports: list[Report],
     labels: LabelSets,
-    encoded: Any,
+    encoded: Encoded,
     pad_id: int,
     work: Path,
     quantize: Literal["none", "int8"],

@@ -269,12 +269,14 @@ def train(config: TrainConfig) -> TrainingResult:
 
     taxonomy = load_taxonomy(config.taxonomy_file)
     labels = label_sets_from(taxonomy)
-    train_reports = stratified_subset(load_reports(config.train_file, taxonomy), config.train_fraction, config.seed)
+    all_train_reports = load_reports(config.train_file, taxonomy)
+    train_reports = stratified_subset(all_train_reports, config.train_fraction, config.seed)
     dev_reports = load_reports(config.dev_file, taxonomy)
     base_dir = ensure_base_encoder(
         config.base_model,
         trim_vocab=config.trim_vocab,
-        extra_texts=[r.text for r in load_reports(config.train_file, taxonomy)],
+        # the vocabulary comes from all of train, so that every learning-curve point shares one base encoder
+        extra_texts=[r.text for r in all_train_reports],
         heldout_texts=[r.text for r in dev_reports],
     )
     tokenizer_path = base_dir / TOKENIZER_FILE
