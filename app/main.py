@@ -5,20 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
+from sqlalchemy import Engine
 
-from app.api.deps import AccessControl
 from app.api.errors import install_error_handlers
 from app.api.metrics import ServiceMetrics
 from app.api.middleware import BodyLimitMiddleware, InFlightRequests, RequestContextMiddleware
 from app.api.routes import audit, classify, feedback, meta, probes
+from app.api.security import AccessControl
 from app.audit.database import database_is_reachable, make_engine, upgrade_database
 from app.audit.writer import AuditWriter
 from app.config import Settings, get_settings
+from app.decisions import DecisionService
 from app.errors import ConfigurationError, KommunrouterError
 from app.inference.classifier import Classifier
 from app.inference.model import ReportModel
@@ -46,35 +49,59 @@ def _package_version() -> str:
         return "0.0.0"
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the model and open the audit log at start; at shutdown finish queued requests, then close."""
-    settings: Settings = app.state.settings
-    metrics: ServiceMetrics = app.state.metrics
+@dataclass
+class _Services:
+    """What the lifespan starts and stops."""
+
+    model: ReportModel
+    classifier: Classifier
+    engine: Engine
+    writer: AuditWriter
+
+
+def _warn_open_access(settings: Settings) -> None:
     if settings.open_access:
         logger.warning(
             "OPEN ACCESS: every endpoint is served without an API key (KOMMUNROUTER_OPEN_ACCESS=true); "
             "for local demos only"
         )
+
+
+def _load_classifier(settings: Settings, metrics: ServiceMetrics) -> tuple[ReportModel, Classifier]:
+    """The artifact in onnxruntime behind the micro-batcher, with the routing table and review threshold."""
+    model = ReportModel.load(
+        settings.model_dir,
+        execution_provider=settings.execution_provider,
+        intra_op_threads=settings.intra_op_threads,
+        max_batch_tokens=settings.max_batch_tokens,
+        on_model_call=metrics.observe_model_call,
+    )
+    classifier = Classifier(
+        model,
+        routing_table=settings.routing_table,
+        review_threshold=settings.review_threshold,
+        max_text_chars=settings.max_text_chars,
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=settings.max_batch_wait_ms,
+    )
+    return model, classifier
+
+
+def _open_audit_database(settings: Settings) -> Engine:
+    """The audit database's engine, migrated first when the settings ask for it."""
+    engine = make_engine(settings.database_url)
+    if settings.migrate_on_start:
+        upgrade_database(settings.database_url)
+    return engine
+
+
+def _start_services(app: FastAPI) -> _Services:
+    """Load the model and open the audit log; a failure is kept on ``app.state.startup_error`` for the CLI."""
+    settings: Settings = app.state.settings
+    metrics: ServiceMetrics = app.state.metrics
     try:
-        model = ReportModel.load(
-            settings.model_dir,
-            execution_provider=settings.execution_provider,
-            intra_op_threads=settings.intra_op_threads,
-            max_batch_tokens=settings.max_batch_tokens,
-            on_model_call=metrics.observe_model_call,
-        )
-        classifier = Classifier(
-            model,
-            routing_table=settings.routing_table,
-            review_threshold=settings.review_threshold,
-            max_text_chars=settings.max_text_chars,
-            max_batch_size=settings.max_batch_size,
-            max_batch_wait_ms=settings.max_batch_wait_ms,
-        )
-        engine = make_engine(settings.database_url)
-        if settings.migrate_on_start:
-            upgrade_database(settings.database_url)
+        model, classifier = _load_classifier(settings, metrics)
+        engine = _open_audit_database(settings)
     except KommunrouterError as exc:
         logger.error("start-up failed: %s", exc)
         app.state.startup_error = exc
@@ -84,27 +111,49 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     writer = AuditWriter(engine, settings.text_storage, on_batch=metrics.observe_audit_batch)
     metrics.watch_feedback_agreement(engine)
     classifier.start()
-    app.state.manifest = model.manifest
-    app.state.engine = engine
-    app.state.audit_writer = writer
-    app.state.classifier = classifier
+    return _Services(model, classifier, engine, writer)
+
+
+def _publish(app: FastAPI, services: _Services) -> None:
+    """Put the started services on ``app.state``, where the route dependencies find them."""
+    settings: Settings = app.state.settings
+    app.state.manifest = services.model.manifest
+    app.state.engine = services.engine
+    app.state.audit_writer = services.writer
+    app.state.classifier = services.classifier
+    app.state.decisions = DecisionService(
+        services.classifier, services.writer, app.state.metrics, max_batch_items=settings.max_batch_items
+    )
     logger.info(
         "ready: model %s on %s, micro-batches of up to %d texts / %d tokens within %.1f ms",
-        model.manifest.model_version,
-        model.provider,
+        services.model.manifest.model_version,
+        services.model.provider,
         settings.max_batch_size,
         settings.max_batch_tokens,
         settings.max_batch_wait_ms,
     )
+
+
+async def _stop_services(app: FastAPI, services: _Services) -> None:
+    """Wait for the requests in flight, finish queued model calls and audit writes, then close."""
+    if not await app.state.in_flight.wait_idle(SHUTDOWN_GRACE_S):
+        logger.warning("stopping with %d requests still in flight", app.state.in_flight.count)
+    await services.classifier.close()
+    await services.writer.close()
+    services.engine.dispose()
+    logger.info("stopped")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the model and open the audit log at start; at shutdown finish queued requests, then close."""
+    _warn_open_access(app.state.settings)
+    services = _start_services(app)
+    _publish(app, services)
     try:
         yield
     finally:
-        if not await app.state.in_flight.wait_idle(SHUTDOWN_GRACE_S):
-            logger.warning("stopping with %d requests still in flight", app.state.in_flight.count)
-        await classifier.close()
-        await writer.close()
-        engine.dispose()
-        logger.info("stopped")
+        await _stop_services(app, services)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

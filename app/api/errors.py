@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import ErrorDetail, ErrorResponse
+from app.api.security import API_KEY_HEADER, authenticate_header
 from app.errors import (
     AuditUnavailable,
     AuthenticationRequired,
@@ -28,8 +29,6 @@ from app.errors import (
 )
 
 logger = logging.getLogger(__name__)
-
-API_KEY_HEADER = "X-API-Key"
 
 # Most specific first: the first class an error is an instance of decides its status.
 _STATUS_BY_ERROR: tuple[tuple[type[KommunrouterError], int], ...] = (
@@ -127,7 +126,7 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     status_code = status_of(exc)
     if status_code >= 500:
         logger.error("request failed: %s: %s", exc.code, exc.message)
-    headers = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'} if status_code == 401 else None
+    headers = authenticate_header() if status_code == 401 else None
     return error_response(status_code, exc.code, exc.message, headers=headers)
 
 

@@ -80,6 +80,14 @@ class ServiceMetrics:
         self.model_batch_size.observe(batch_size)
         self.model_seconds.observe(seconds)
 
+    def decision_answered(self, department: str) -> None:
+        """Count a decision that was recorded and answered."""
+        self.predictions.labels(department=department).inc()
+
+    def audit_write_failed(self) -> None:
+        """Count a decision refused because the audit log could not record it."""
+        self.audit_write_failures.inc()
+
     def model_calls(self) -> int:
         """How many model calls this app has made."""
         return int(self.registry.get_sample_value("kommunrouter_model_batch_size_count") or 0)

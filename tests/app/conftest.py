@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.api.deps import hash_api_key
+from app.api.security import hash_api_key
 from app.config import Settings
 from app.main import create_app
 

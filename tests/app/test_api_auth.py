@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from app.api.deps import AccessControl, hash_api_key
+from app.api.security import AccessControl, hash_api_key
 from app.config import Settings
 from app.errors import AuthenticationRequired, ConfigurationError, PermissionDenied
 from app.main import create_app

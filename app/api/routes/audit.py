@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator
 
-from app.api.deps import AuditClient, DbSession
+from app.api.deps import DbSession
 from app.api.errors import ERROR_RESPONSES
 from app.api.schemas import (
     LABEL_ID,
@@ -19,6 +19,7 @@ from app.api.schemas import (
     ErrorResponse,
     FeedbackResponse,
 )
+from app.api.security import AuditClient
 from app.audit.database import audit_database_errors
 from app.audit.models import Decision
 from app.audit.repository import get_decision, list_decisions

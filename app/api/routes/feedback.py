@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter
 
-from app.api.deps import ClassifierDep, DbSession, FeedbackClient
+from app.api.deps import DbSession, DecisionsDep
 from app.api.errors import ERROR_RESPONSES
 from app.api.schemas import ErrorResponse, FeedbackRequest, FeedbackResponse
-from app.artifact import TASKS
-from app.audit.database import audit_database_errors
-from app.audit.repository import add_feedback
+from app.api.security import FeedbackClient
+from app.decisions import Correction
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
@@ -22,22 +19,15 @@ router = APIRouter(prefix="/v1", tags=["audit"])
     responses={**ERROR_RESPONSES, 404: {"model": ErrorResponse, "description": "No decision with this request id"}},
 )
 def post_feedback(
-    body: FeedbackRequest, client: FeedbackClient, session: DbSession, classifier: ClassifierDep
+    body: FeedbackRequest, client: FeedbackClient, session: DbSession, decisions: DecisionsDep
 ) -> FeedbackResponse:
     """Store a reviewer's correction of a decision (no corrected field at all confirms the whole decision)."""
-    manifest = classifier.manifest
-    with audit_database_errors():
-        feedback = add_feedback(
-            session,
-            request_id=body.request_id,
-            client=client,
-            created_at=datetime.now(UTC),
-            reviewer=body.reviewer,
-            department=body.department,
-            sentiment=body.sentiment,
-            severity=body.severity,
-            keywords=None if body.keywords is None else [keyword.model_dump() for keyword in body.keywords],
-            allowed_labels={task: manifest.tasks[task].label_ids for task in TASKS},
-        )
-        session.commit()
+    correction = Correction(
+        reviewer=body.reviewer,
+        department=body.department,
+        sentiment=body.sentiment,
+        severity=body.severity,
+        keywords=None if body.keywords is None else [keyword.model_dump() for keyword in body.keywords],
+    )
+    feedback = decisions.record_feedback(session, request_id=body.request_id, client=client, correction=correction)
     return FeedbackResponse.model_validate(feedback)

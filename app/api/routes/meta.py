@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import ClassifierDep, ClassifyClient
+from app.api.deps import ClassifierDep
 from app.api.errors import ERROR_RESPONSES
 from app.api.schemas import DepartmentLabel, LabelInfo, LabelsResponse, ModelInfo, SeverityLabel
+from app.api.security import ClassifyClient
 from app.artifact import SPAN_TASK, TASKS
 
 router = APIRouter(prefix="/v1", tags=["model"])
