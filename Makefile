@@ -37,8 +37,8 @@ lint: $(VENV)/.dev-installed  ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(VENV)/.dev-installed  ## mypy on app/ and training/
-	$(BIN)/mypy app training
+typecheck: $(VENV)/.dev-installed  ## mypy on app/, training/ and bench/
+	$(BIN)/mypy app training bench
 
 pytest: $(VENV)/.dev-installed postgres
 	$(BIN)/pytest

@@ -13,32 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import DEFAULT_RUN, RESULTS_DIR, require, write_result
-
-# One name per metric in every row: the model's evaluation and the baselines name them differently.
-METRICS = {
-    "department_macro_f1": ("department", "macro_f1"),
-    "sentiment_macro_f1": ("sentiment", "macro_f1"),
-    "severity_macro_f1": ("severity", "macro_f1"),
-    "severity_qwk": ("severity", "quadratic_weighted_kappa"),
-    "severity_mae": ("severity", "mae"),
-    "keywords_f1": ("keywords", "f1"),
-}
-BASELINE_KEYS = {
-    "department_macro_f1": "department",
-    "sentiment_macro_f1": "sentiment",
-    "severity_macro_f1": "severity_macro_f1",
-    "severity_qwk": "severity_qwk",
-    "severity_mae": "severity_mae",
-    "keywords_f1": "keywords",
-}
+from training.run_dir import HeadlineMetrics, RunDir
 
 
 def model_scores(split: dict[str, Any]) -> dict[str, float | None]:
-    return {name: split[task].get(key) for name, (task, key) in METRICS.items()}
+    """The headline metrics of a split, with severity macro-F1 and MAE beside them."""
+    headline = HeadlineMetrics.of_split(split).as_record()
+    return headline | {"severity_macro_f1": split["severity"]["macro_f1"], "severity_mae": split["severity"]["mae"]}
 
 
 def baseline_scores(scores: dict[str, float]) -> dict[str, float | None]:
-    return {name: scores.get(key) for name, key in BASELINE_KEYS.items()}
+    """A baseline's scores under the same names as the model's."""
+    headline = HeadlineMetrics.of_scores(scores).as_record()
+    return headline | {"severity_macro_f1": scores.get("severity_macro_f1"), "severity_mae": scores.get("severity_mae")}
 
 
 def learning_curve_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -49,7 +36,7 @@ def learning_curve_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (method, n), group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1])):
         row: dict[str, Any] = {"method": method, "n_examples": n, "seeds": len(group)}
-        for metric in ("department_macro_f1", "sentiment_macro_f1", "severity_qwk", "keywords_f1"):
+        for metric in HeadlineMetrics.names():
             values = [p[metric] for p in group if p.get(metric) is not None]
             row[metric] = sum(values) / len(values) if values else None
         rows.append(row)
@@ -57,19 +44,19 @@ def learning_curve_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def collect_accuracy(run_dir: Path, learning_curve: Path) -> dict[str, Any]:
-    evaluation_path = run_dir / "evaluation" / "evaluation.json"
-    require(evaluation_path, "the evaluation of the training run")
-    evaluation = json.loads(evaluation_path.read_text(encoding="utf-8"))
-    splits = evaluation["splits"]
+    run = RunDir(run_dir)
+    require(run.evaluation_path, "the evaluation of the training run")
+    evaluation = run.require_evaluation()
+    splits = evaluation.splits
     points = json.loads(learning_curve.read_text(encoding="utf-8")) if learning_curve.exists() else None
     return {
         "run": str(run_dir),
         "reports": {split: metrics["n"] for split, metrics in splits.items()},
-        "training_seconds": evaluation.get("training_seconds"),
+        "training_seconds": evaluation.training_seconds,
         "model": {split: model_scores(metrics) for split, metrics in splits.items()},
         "baselines": {
             name: {split: baseline_scores(scores) for split, scores in by_split.items()}
-            for name, by_split in evaluation.get("baselines", {}).items()
+            for name, by_split in evaluation.baselines.items()
         },
         "learning_curve": None
         if points is None

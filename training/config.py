@@ -81,9 +81,7 @@ class TrainConfig:
     dropout: float = _help("Dropout before the task heads.", 0.1)
     max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
     early_stopping_patience: int = _help("Stop after this many epochs without a better dev score (0 = off).", 3)
-    task_weights: dict[str, float] = _help(
-        "Loss weight per task.", lambda: {"department": 1.0, "sentiment": 1.0, "severity": 1.0, "keywords": 1.0}
-    )
+    task_weights: dict[str, float] = _help("Loss weight per task.", lambda: dict.fromkeys(TASKS, 1.0))
     severity_loss: SeverityLoss = _help(
         "ordinal: cross-entropy plus the expected distance between predicted and true level.", "ordinal"
     )
@@ -138,6 +136,14 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    @classmethod
+    def from_json(cls, values: typing.Mapping[str, Any]) -> TrainConfig:
+        """A configuration as :meth:`to_json` wrote it (a run's ``config.json``, a manifest's provenance)."""
+        unknown = set(values) - {item.name for item in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigurationError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
+        return cls(**values)
 
 
 def config_help() -> list[tuple[str, str, str]]:

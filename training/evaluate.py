@@ -3,7 +3,6 @@ keyword span P/R/F1, calibration before and after temperature scaling; written a
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,12 +10,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
-from app.artifact import CLASSIFICATION_TASKS, MANIFEST_FILE, SPAN_TASK, output_name
+from app.artifact import (
+    CLASSIFICATION_TASKS,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SPAN_TASK,
+    TOKENIZER_FILE,
+    Manifest,
+    output_name,
+    read_manifest,
+)
+from app.inference.session import create_session
 from app.inference.spans import decode_spans
+from app.inference.tensors import pad_batch, softmax
 from training import metrics as m
 from training.data import Report
+from training.markdown import markdown_row
 from training.model import Encoded, LabelSets
+from training.run_dir import EVALUATION_FILE, Evaluation, HeadlineMetrics, RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -34,22 +47,14 @@ class ModelOutputs:
 
 RunBatch = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]
 
+# onnxruntime threads when evaluating or checking an exported graph (the build machines have 2 cores)
+EVALUATION_THREADS = 2
+
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length, so that little padding is computed."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def pad_batch(input_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """int64 ``input_ids`` and ``attention_mask`` padded to the longest sequence."""
-    longest = max(len(ids) for ids in input_ids)
-    ids_array = np.full((len(input_ids), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(input_ids), longest), dtype=np.int64)
-    for row, ids in enumerate(input_ids):
-        ids_array[row, : len(ids)] = ids
-        mask[row, : len(ids)] = 1
-    return ids_array, mask
 
 
 def collect_outputs(run_batch: RunBatch, encoded: Encoded, batch_size: int, pad_id: int) -> ModelOutputs:
@@ -76,7 +81,7 @@ def predicted_spans(texts: Sequence[str], outputs: ModelOutputs, labels: LabelSe
         texts, outputs.keyword_logits, outputs.offsets, outputs.special, strict=True
     ):
         kept = [(0, 0) if is_special else offset for offset, is_special in zip(offsets, special, strict=True)]
-        spans = decode_spans(m.softmax(tag_logits), kept, labels.keyword_tags, text=text)
+        spans = decode_spans(softmax(tag_logits), kept, labels.keyword_tags, text=text)
         result.append({(s.start, s.end, s.type) for s in spans})
     return result
 
@@ -87,7 +92,7 @@ def _classification_metrics(
     ids = labels.ids(task)
     known = [i for i, r in enumerate(reports) if r.label(task) is not None]
     true = [ids.index(reports[i].label(task)) for i in known]  # type: ignore[arg-type]
-    probabilities = m.softmax(logits[known], 1.0) if known else np.empty((0, len(ids)))
+    probabilities = softmax(logits[known], 1.0) if known else np.empty((0, len(ids)))
     pred = [int(p) for p in probabilities.argmax(axis=-1)] if known else []
     matrix = m.confusion_matrix(true, pred, len(ids))
     result: dict[str, Any] = {
@@ -103,7 +108,7 @@ def _classification_metrics(
         result["quadratic_weighted_kappa"] = m.quadratic_weighted_kappa(true, pred, len(ids)) if known else None
     if known:
         correct = np.asarray(true) == np.asarray(pred)
-        scaled = m.softmax(logits[known], temperature)
+        scaled = softmax(logits[known], temperature)
         result["calibration"] = {
             "temperature": temperature,
             "ece_before": m.expected_calibration_error(probabilities.max(axis=-1), correct),
@@ -148,48 +153,61 @@ def fit_temperatures(reports: list[Report], outputs: ModelOutputs, labels: Label
     return temperatures
 
 
-def evaluate_checkpoint_outputs(run_dir: Path, reports: list[Report], batch_size: int) -> ModelOutputs:
-    """Outputs of a run's best checkpoint (PyTorch)."""
-    from training.model import encode_texts, load_checkpoint, torch_runner
+def evaluate_checkpoint_outputs(path: Path, reports: list[Report], batch_size: int) -> ModelOutputs:
+    """Outputs of a run's best checkpoint (PyTorch), for a run directory or its checkpoint directory."""
+    from training.model import encode_texts, load_checkpoint, pad_token_id, torch_runner
 
-    model, tokenizer, _ = load_checkpoint(run_dir)
-    encoded = encode_texts(tokenizer, [r.text for r in reports], _max_length(run_dir))
-    return collect_outputs(torch_runner(model), encoded, batch_size, tokenizer.token_to_id("<pad>") or 0)
-
-
-def _max_length(run_dir: Path) -> int:
-    config_path = run_dir / "config.json"
-    if config_path.exists():
-        return int(json.loads(config_path.read_text(encoding="utf-8"))["max_length"])
-    return 128
+    model, tokenizer, _ = load_checkpoint(path)
+    max_length = RunDir.containing(path).config_or_default().max_length
+    encoded = encode_texts(tokenizer, [r.text for r in reports], max_length)
+    return collect_outputs(torch_runner(model), encoded, batch_size, pad_token_id(tokenizer))
 
 
-def write_evaluation(report: dict[str, Any], out_dir: Path, labels: LabelSets) -> None:
+def artifact_outputs(artifact_dir: Path, manifest: Manifest, reports: list[Report]) -> ModelOutputs:
+    """Outputs of an exported artifact on reports, in onnxruntime."""
+    from tokenizers import Tokenizer
+
+    from training.model import encode_texts
+
+    tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
+    encoded = encode_texts(tokenizer, [r.text for r in reports], manifest.tokenizer.max_length)
+    session = create_session(artifact_dir / MODEL_FILE, intra_op_threads=EVALUATION_THREADS)
+    return collect_outputs(onnx_runner(session), encoded, 16, manifest.tokenizer.pad_token_id)
+
+
+def onnx_runner(session: ort.InferenceSession) -> RunBatch:
+    """A function running an onnxruntime session on padded inputs (the interface evaluation uses)."""
+    names = [o.name for o in session.get_outputs()]
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        values = session.run(names, {"input_ids": input_ids, "attention_mask": attention_mask})
+        return dict(zip(names, values, strict=True))
+
+    return run
+
+
+def write_evaluation(evaluation: Evaluation, out_dir: Path, labels: LabelSets) -> None:
     """evaluation.json, evaluation.md, a confusion matrix per task and reliability diagrams, per split."""
     from training.plots import plot_confusion_matrix, plot_reliability
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
-    for split, metrics in report["splits"].items():
+    evaluation.write(out_dir / EVALUATION_FILE)
+    for split, metrics in evaluation.splits.items():
         for task in CLASSIFICATION_TASKS:
             plot_confusion_matrix(metrics[task], out_dir / f"{split}_{task}_confusion.png", f"{task} ({split})")
             if "calibration" in metrics[task]:
                 plot_reliability(
                     metrics[task]["calibration"], out_dir / f"{split}_{task}_reliability.png", f"{task} ({split})"
                 )
-    (out_dir / "evaluation.md").write_text(evaluation_markdown(report), encoding="utf-8")
+    (out_dir / "evaluation.md").write_text(evaluation_markdown(evaluation), encoding="utf-8")
 
 
-def format_score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _summary_row(name: str, headline: HeadlineMetrics, severity_mae: float | None) -> str:
+    h = headline
+    return markdown_row(name, h.department_macro_f1, h.sentiment_macro_f1, h.severity_qwk, severity_mae, h.keywords_f1)
 
 
-def markdown_row(*cells: str | float | None) -> str:
-    """A Markdown table row: strings as they are, scores with three decimals, missing ones as '-'."""
-    return "| " + " | ".join(cell if isinstance(cell, str) else format_score(cell) for cell in cells) + " |"
-
-
-def evaluation_markdown(report: dict[str, Any]) -> str:
+def evaluation_markdown(evaluation: Evaluation) -> str:
     """A short human summary: main metrics per split, beside the baselines when present."""
     lines = [
         "# Evaluation",
@@ -197,21 +215,11 @@ def evaluation_markdown(report: dict[str, Any]) -> str:
         "| split | department macro-F1 | sentiment macro-F1 | severity QWK | severity MAE | keyword span F1 |",
         "|---|---|---|---|---|---|",
     ]
-    for split, r in report["splits"].items():
-        lines.append(
-            markdown_row(
-                split,
-                r["department"]["macro_f1"],
-                r["sentiment"]["macro_f1"],
-                r["severity"]["quadratic_weighted_kappa"],
-                r["severity"]["mae"],
-                r["keywords"]["f1"],
-            )
-        )
-    for name, by_split in report.get("baselines", {}).items():
+    for split, r in evaluation.splits.items():
+        lines.append(_summary_row(split, HeadlineMetrics.of_split(r), r["severity"]["mae"]))
+    for name, by_split in evaluation.baselines.items():
         for split, b in by_split.items():
-            cells = [b.get(key) for key in ("department", "sentiment", "severity_qwk", "severity_mae", "keywords")]
-            lines.append(markdown_row(f"{split}: {name}", *cells))
+            lines.append(_summary_row(f"{split}: {name}", HeadlineMetrics.of_scores(b), b.get("severity_mae")))
     lines += [
         "",
         "## Calibration (expected calibration error, 10 bins)",
@@ -219,19 +227,19 @@ def evaluation_markdown(report: dict[str, Any]) -> str:
         "| split | task | temperature | ECE before | ECE after |",
         "|---|---|---|---|---|",
     ]
-    for split, r in report["splits"].items():
+    for split, r in evaluation.splits.items():
         for task in CLASSIFICATION_TASKS:
             c = r[task].get("calibration")
             if c:
                 lines.append(
                     f"| {split} | {task} | {c['temperature']:.3f} | {c['ece_before']:.3f} | {c['ece_after']:.3f} |"
                 )
-    if "training_seconds" in report:
-        lines += ["", f"Training time: {report['training_seconds']:.0f} s."]
+    if evaluation.training_seconds is not None:
+        lines += ["", f"Training time: {evaluation.training_seconds:.0f} s."]
     return "\n".join(lines) + "\n"
 
 
-def evaluate_model(model_path: Path, data_path: Path, out_dir: Path, *, taxonomy_path: Path) -> dict[str, Any]:
+def evaluate_model(model_path: Path, data_path: Path, out_dir: Path, *, taxonomy_path: Path) -> Evaluation:
     """`kommunrouter evaluate`: a run/checkpoint directory or an exported artifact, on a JSONL file. Labels and
     temperatures are the model's own (the taxonomy file only validates the data)."""
     from training.data import load_reports, load_taxonomy
@@ -239,24 +247,24 @@ def evaluate_model(model_path: Path, data_path: Path, out_dir: Path, *, taxonomy
     reports = load_reports(data_path, load_taxonomy(taxonomy_path))
     temperatures: dict[str, float] | None
     if (model_path / MANIFEST_FILE).exists():
-        from training.export import artifact_label_sets, artifact_outputs, artifact_temperatures
+        from training.model import manifest_label_sets
 
-        outputs = artifact_outputs(model_path, reports)
-        labels = artifact_label_sets(model_path)
-        temperatures = artifact_temperatures(model_path)
+        manifest = read_manifest(model_path)
+        outputs = artifact_outputs(model_path, manifest, reports)
+        labels = manifest_label_sets(manifest)
+        temperatures = {task: spec.temperature for task, spec in manifest.tasks.items()}
     else:
         from training.model import read_label_sets
 
         outputs = evaluate_checkpoint_outputs(model_path, reports, 32)
         labels = read_label_sets(model_path)
-        previous = model_path / "evaluation" / "evaluation.json"
-        temperatures = json.loads(previous.read_text())["temperatures"] if previous.exists() else None
-    metrics = evaluate_outputs(reports, outputs, labels, temperatures=temperatures)
-    report = {
-        "model": str(model_path),
-        "data": str(data_path),
-        "temperatures": temperatures,
-        "splits": {data_path.stem: metrics},
-    }
-    write_evaluation(report, out_dir, labels)
-    return report
+        previous = RunDir.containing(model_path).evaluation()
+        temperatures = None if previous is None else previous.temperatures
+    evaluation = Evaluation(
+        splits={data_path.stem: evaluate_outputs(reports, outputs, labels, temperatures=temperatures)},
+        temperatures=temperatures,
+        model=str(model_path),
+        data=str(data_path),
+    )
+    write_evaluation(evaluation, out_dir, labels)
+    return evaluation

@@ -10,15 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.errors import ConfigurationError
 from training.baselines import gazetteer_scores, tfidf_scores
 from training.config import TrainConfig, load_config
 from training.data import load_reports, load_taxonomy
+from training.run_dir import HeadlineMetrics, RunDir
 from training.train import label_sets_from, stratified_subset, train
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("pretrained", "random_init", "tfidf")
-METRICS = ("department_macro_f1", "sentiment_macro_f1", "severity_qwk", "keywords_f1")
 # A model trained from random weights needs a higher learning rate and no layer-wise decay to learn at all;
 # giving it the pretrained model's settings would make the comparison unfair to it.
 RANDOM_INIT_OVERRIDES = (
@@ -35,14 +36,10 @@ def _point_key(method: str, fraction: float, seed: int) -> str:
 
 def _neural_point(config: TrainConfig) -> dict[str, Any]:
     result = train(config)
-    evaluation = json.loads((result.run_dir / "evaluation" / "evaluation.json").read_text(encoding="utf-8"))
-    test = evaluation["splits"]["test"]
+    evaluation = RunDir(result.run_dir).require_evaluation()
     return {
-        "department_macro_f1": test["department"]["macro_f1"],
-        "sentiment_macro_f1": test["sentiment"]["macro_f1"],
-        "severity_qwk": test["severity"]["quadratic_weighted_kappa"],
-        "keywords_f1": test["keywords"]["f1"],
-        "training_seconds": evaluation["training_seconds"],
+        **evaluation.headline("test").as_record(),
+        "training_seconds": evaluation.training_seconds,
         "best_epoch": result.best_epoch,
     }
 
@@ -50,15 +47,12 @@ def _neural_point(config: TrainConfig) -> dict[str, Any]:
 def _tfidf_point(config: TrainConfig) -> dict[str, Any]:
     taxonomy = load_taxonomy(config.taxonomy_file)
     train_reports = stratified_subset(load_reports(config.train_file, taxonomy), config.train_fraction, config.seed)
-    assert config.test_file is not None
+    if config.test_file is None:
+        raise ConfigurationError("the learning curve scores every point on the test split: set test_file")
     test_reports = load_reports(config.test_file, taxonomy)
     scores = tfidf_scores(train_reports, test_reports, label_sets_from(taxonomy))
-    return {
-        "department_macro_f1": scores.get("department"),
-        "sentiment_macro_f1": scores.get("sentiment"),
-        "severity_qwk": scores.get("severity_qwk"),
-        "keywords_f1": gazetteer_scores(train_reports, test_reports)["keywords"],
-    }
+    scores["keywords"] = gazetteer_scores(train_reports, test_reports)["keywords"]
+    return HeadlineMetrics.of_scores(scores).as_record()
 
 
 def learning_curve(
@@ -76,7 +70,7 @@ def learning_curve(
 
     unknown = set(methods) - set(METHODS)
     if unknown:
-        raise ValueError(f"unknown methods: {', '.join(sorted(unknown))} (choose from {', '.join(METHODS)})")
+        raise ConfigurationError(f"unknown methods: {', '.join(sorted(unknown))} (choose from {', '.join(METHODS)})")
     work_dir.mkdir(parents=True, exist_ok=True)
     points_path = work_dir / "points.jsonl"
     points = [json.loads(line) for line in points_path.read_text().splitlines()] if points_path.exists() else []
@@ -109,5 +103,5 @@ def learning_curve(
                     handle.write(json.dumps(point) + "\n")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "learning_curve.json").write_text(json.dumps(points, indent=2) + "\n", encoding="utf-8")
-    plot_learning_curves(points, METRICS, out_dir / "learning_curve.png")
+    plot_learning_curves(points, HeadlineMetrics.names(), out_dir / "learning_curve.png")
     return points

@@ -23,6 +23,7 @@ from torch import nn
 from app.artifact import (
     CLASSIFICATION_TASKS,
     INPUT_NAMES,
+    MANIFEST_FILE,
     MODEL_FILE,
     SPAN_TASK,
     TASKS,
@@ -37,10 +38,22 @@ from app.artifact import (
     write_manifest,
 )
 from app.errors import KommunrouterError
+from app.inference.session import create_session
+from app.inference.tensors import pad_batch
+from training.config import TrainConfig
 from training.data import Report, load_reports, load_taxonomy
-from training.evaluate import ModelOutputs, collect_outputs, evaluate_outputs
-from training.model import Encoded, LabelSets, MultiTaskModel, encode_texts, load_checkpoint, torch_runner
+from training.evaluate import EVALUATION_THREADS, ModelOutputs, collect_outputs, evaluate_outputs, onnx_runner
+from training.model import (
+    Encoded,
+    LabelSets,
+    MultiTaskModel,
+    encode_texts,
+    load_checkpoint,
+    pad_token_id,
+    torch_runner,
+)
 from training.model_card import write_model_card
+from training.run_dir import Evaluation, HeadlineMetrics, RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -90,23 +103,6 @@ def export_onnx(model: MultiTaskModel, path: Path) -> None:
         opset_version=OPSET,
         dynamo=False,
     )
-
-
-def make_session(path: Path, threads: int = 2) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_runner(session: ort.InferenceSession) -> Any:
-    names = [o.name for o in session.get_outputs()]
-
-    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        values = session.run(names, {"input_ids": input_ids, "attention_mask": attention_mask})
-        return dict(zip(names, values, strict=True))
-
-    return run
 
 
 def optimise_graph(source: Path, target: Path, model: MultiTaskModel) -> None:
@@ -182,23 +178,13 @@ def _max_abs_difference(a: ModelOutputs, b: ModelOutputs) -> dict[str, float]:
     return differences
 
 
-def main_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
-    return {
-        "department": metrics["department"]["macro_f1"],
-        "sentiment": metrics["sentiment"]["macro_f1"],
-        "severity": metrics["severity"]["macro_f1"],
-        "severity_qwk": metrics["severity"]["quadratic_weighted_kappa"],
-        "keywords": metrics["keywords"]["f1"],
-    }
-
-
-PARITY_TASKS = ("department", "sentiment", "severity", "keywords")
+def manifest_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """A split's scores as the manifest records them: the headline metrics, plus severity macro-F1."""
+    return HeadlineMetrics.of_split(metrics).as_scores() | {"severity": metrics["severity"]["macro_f1"]}
 
 
 def _latency_ms(session: ort.InferenceSession, encoded_ids: list[list[int]], pad_id: int) -> float:
     """Median batch-1 latency over the first texts (the measure that decides whether an optimisation pays)."""
-    from training.evaluate import pad_batch
-
     run = onnx_runner(session)
     timings = []
     for ids in encoded_ids[:40]:
@@ -237,7 +223,7 @@ def check_and_build_graph(
     fp32_path = work / "fp32.onnx"
     export_onnx(model, fp32_path)
     reference = collect_outputs(torch_runner(model), encoded, 16, pad_id)
-    fp32_session = make_session(fp32_path)
+    fp32_session = create_session(fp32_path, intra_op_threads=EVALUATION_THREADS)
     fp32 = collect_outputs(onnx_runner(fp32_session), encoded, 16, pad_id)
     result.fp32_max_abs_diff = _max_abs_difference(reference, fp32)
     result.failures += [
@@ -245,14 +231,14 @@ def check_and_build_graph(
         for task, diff in result.fp32_max_abs_diff.items()
         if diff > FP32_TOLERANCE
     ]
-    result.metrics["pytorch"] = main_metrics(evaluate_outputs(reports, reference, labels))
-    result.metrics["fp32"] = main_metrics(evaluate_outputs(reports, fp32, labels))
+    result.metrics["pytorch"] = manifest_scores(evaluate_outputs(reports, reference, labels))
+    result.metrics["fp32"] = manifest_scores(evaluate_outputs(reports, fp32, labels))
     result.latency_ms["fp32"] = _latency_ms(fp32_session, encoded.input_ids, pad_id)
     graph = fp32_path
     optimised_path = work / "optimised.onnx"
     try:
         optimise_graph(fp32_path, optimised_path, model)
-        optimised_session = make_session(optimised_path)
+        optimised_session = create_session(optimised_path, intra_op_threads=EVALUATION_THREADS)
         result.latency_ms["fp32_optimised"] = _latency_ms(optimised_session, encoded.input_ids, pad_id)
         optimised = collect_outputs(onnx_runner(optimised_session), encoded, 16, pad_id)
         exact = max(_max_abs_difference(reference, optimised).values()) <= FP32_TOLERANCE
@@ -265,15 +251,15 @@ def check_and_build_graph(
     if quantize == "int8":
         int8_path = work / "int8.onnx"
         quantise_graph(graph, int8_path)
-        int8_session = make_session(int8_path)
+        int8_session = create_session(int8_path, intra_op_threads=EVALUATION_THREADS)
         int8 = collect_outputs(onnx_runner(int8_session), encoded, 16, pad_id)
         result.latency_ms["int8"] = _latency_ms(int8_session, encoded.input_ids, pad_id)
         agreement = float(np.mean(fp32.logits["department"].argmax(-1) == int8.logits["department"].argmax(-1)))
         result.int8_department_agreement = agreement
         if agreement < INT8_MIN_AGREEMENT:
             result.failures.append(f"int8 department agreement {agreement:.3f} < {INT8_MIN_AGREEMENT}")
-        result.metrics["int8"] = main_metrics(evaluate_outputs(reports, int8, labels))
-        for task in PARITY_TASKS:
+        result.metrics["int8"] = manifest_scores(evaluate_outputs(reports, int8, labels))
+        for task in TASKS:
             value, before = result.metrics["int8"][task], result.metrics["fp32"][task]
             if value is not None and before is not None and before - value > INT8_MAX_METRIC_DROP:
                 result.failures.append(
@@ -284,9 +270,8 @@ def check_and_build_graph(
     return graph, result
 
 
-def _task_specs(run_dir: Path, labels: LabelSets, temperatures: dict[str, float]) -> dict[str, TaskSpec]:
-    taxonomy_path = run_dir / "taxonomy.json"
-    taxonomy = load_taxonomy(taxonomy_path)
+def _task_specs(run: RunDir, labels: LabelSets, temperatures: dict[str, float]) -> dict[str, TaskSpec]:
+    taxonomy = load_taxonomy(run.taxonomy_path)
     specs = {}
     for task in CLASSIFICATION_TASKS:
         by_id = {label.id: label for label in taxonomy.labels(task)}
@@ -300,19 +285,56 @@ def _task_specs(run_dir: Path, labels: LabelSets, temperatures: dict[str, float]
     return specs
 
 
-def _provenance(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+def _shown_path(path: Path) -> str:
+    """A data path as the model card shows it: relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _provenance(run: RunDir, config: TrainConfig, model: MultiTaskModel) -> dict[str, Any]:
     data = {}
     for key in ("train_file", "dev_file", "test_file"):
-        path = Path(config[key]) if config.get(key) else None
+        path: Path | None = getattr(config, key)
         if path is not None and path.exists():
-            data[key] = {"path": str(path), "sha256": sha256_file(path), "reports": sum(1 for _ in path.open())}
-    base_report = run_dir / "base_report.json"
+            data[key] = {"path": _shown_path(path), "sha256": sha256_file(path), "reports": sum(1 for _ in path.open())}
+    encoder = model.encoder.config
+    config_json = config.to_json()
     return {
-        "base_model": config["base_model"],
-        "base_report": json.loads(base_report.read_text()) if base_report.exists() else None,
+        "base_model": config.base_model,
+        "base_report": run.base_report(),
+        "encoder": {
+            "layers": encoder.num_hidden_layers,
+            "hidden_size": encoder.hidden_size,
+            "attention_heads": encoder.num_attention_heads,
+        },
         "training_data": data,
-        "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-        "config": config,
+        "config_sha256": hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest(),
+        "config": config_json,
+    }
+
+
+def _manifest_metrics(evaluation: Evaluation | None, report: ExportReport) -> dict[str, Any]:
+    """The run's evaluation and the export's checks, as the manifest records them."""
+    splits = {} if evaluation is None else evaluation.splits
+    return {
+        "evaluation": {split: manifest_scores(m) for split, m in splits.items()},
+        "baselines": {} if evaluation is None else evaluation.baselines,
+        "calibration": {
+            split: {
+                task: {key: m[task]["calibration"][key] for key in ("temperature", "ece_before", "ece_after")}
+                for task in CLASSIFICATION_TASKS
+                if "calibration" in m[task]
+            }
+            for split, m in splits.items()
+        },
+        "export": {
+            "fp32_max_abs_diff": report.fp32_max_abs_diff,
+            "int8_department_agreement": report.int8_department_agreement,
+            "dev_scores": report.metrics,
+            "optimised": report.optimised,
+        },
     }
 
 
@@ -326,46 +348,28 @@ def export_run(
     model_version: str | None = None,
 ) -> ExportReport:
     """`kommunrouter export`: write the artifact directory for a training run."""
-    model, tokenizer, labels = load_checkpoint(run_dir)
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    evaluation_path = run_dir / "evaluation" / "evaluation.json"
-    evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.exists() else {}
-    taxonomy = load_taxonomy(run_dir / "taxonomy.json")
-    reports = load_reports(Path(config["dev_file"]), taxonomy)
-    encoded = encode_texts(tokenizer, [r.text for r in reports], int(config["max_length"]))
-    pad_id = tokenizer.token_to_id("<pad>") or 0
+    run = RunDir(run_dir)
+    config = run.config()
+    evaluation = run.evaluation()
+    model, tokenizer, labels = load_checkpoint(run.path)
+    reports = load_reports(config.dev_file, load_taxonomy(run.taxonomy_path))
+    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length)
+    pad_id = pad_token_id(tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         graph, report = check_and_build_graph(model, reports, labels, encoded, pad_id, Path(tmp), quantize)
         if report.failures:
             raise ExportParityError(report.failures)
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(graph, out_dir / MODEL_FILE)
-    (out_dir / TOKENIZER_FILE).write_bytes((run_dir / "checkpoint" / TOKENIZER_FILE).read_bytes())
+    (out_dir / TOKENIZER_FILE).write_bytes((run.checkpoint_dir / TOKENIZER_FILE).read_bytes())
     manifest = Manifest(
-        model_version=model_version or f"{run_dir.name}-{datetime.now(UTC):%Y%m%d%H%M}",
-        tasks=_task_specs(run_dir, labels, evaluation.get("temperatures", {})),
-        tokenizer=TokenizerSpec(max_length=int(config["max_length"]), pad_token_id=pad_id),
+        model_version=model_version or f"{run.name}-{datetime.now(UTC):%Y%m%d%H%M}",
+        tasks=_task_specs(run, labels, (evaluation.temperatures if evaluation else None) or {}),
+        tokenizer=TokenizerSpec(max_length=config.max_length, pad_token_id=pad_id),
         routing_threshold=routing_threshold,
         quantization=quantize,
-        metrics={
-            "evaluation": {split: main_metrics(m) for split, m in evaluation.get("splits", {}).items()},
-            "baselines": evaluation.get("baselines", {}),
-            "calibration": {
-                split: {
-                    task: {key: m[task]["calibration"][key] for key in ("temperature", "ece_before", "ece_after")}
-                    for task in CLASSIFICATION_TASKS
-                    if "calibration" in m[task]
-                }
-                for split, m in evaluation.get("splits", {}).items()
-            },
-            "export": {
-                "fp32_max_abs_diff": report.fp32_max_abs_diff,
-                "int8_department_agreement": report.int8_department_agreement,
-                "dev_scores": report.metrics,
-                "optimised": report.optimised,
-            },
-        },
-        provenance=_provenance(run_dir, config),
+        metrics=_manifest_metrics(evaluation, report),
+        provenance=_provenance(run, config, model),
     )
     write_manifest(out_dir, manifest)
     read_manifest(out_dir)  # what was written must load
@@ -409,31 +413,5 @@ def write_triton_repository(
     (model_dir / "config.pbtxt").write_text(
         TRITON_CONFIG.format(name=name, max_batch_size=max_batch_size, outputs=",\n".join(outputs)), encoding="utf-8"
     )
-    shutil.copyfile(artifact_dir / "manifest.json", model_dir / "manifest.json")
+    shutil.copyfile(artifact_dir / MANIFEST_FILE, model_dir / MANIFEST_FILE)
     return model_dir
-
-
-def artifact_outputs(artifact_dir: Path, reports: list[Report]) -> ModelOutputs:
-    """Outputs of an exported artifact on reports (for `kommunrouter evaluate --model ARTIFACT`)."""
-    from tokenizers import Tokenizer
-
-    manifest = read_manifest(artifact_dir)
-    tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
-    encoded = encode_texts(tokenizer, [r.text for r in reports], manifest.tokenizer.max_length)
-    session = make_session(artifact_dir / MODEL_FILE)
-    return collect_outputs(onnx_runner(session), encoded, 16, manifest.tokenizer.pad_token_id)
-
-
-def artifact_label_sets(artifact_dir: Path) -> LabelSets:
-    manifest = read_manifest(artifact_dir)
-    return LabelSets(
-        department=manifest.tasks["department"].label_ids,
-        sentiment=manifest.tasks["sentiment"].label_ids,
-        severity=manifest.tasks["severity"].label_ids,
-        span_types=manifest.span_types,
-    )
-
-
-def artifact_temperatures(artifact_dir: Path) -> dict[str, float]:
-    manifest = read_manifest(artifact_dir)
-    return {task: spec.temperature for task, spec in manifest.tasks.items()}

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from app.inference.tensors import softmax
+
 
 def confusion_matrix(true: Sequence[int], pred: Sequence[int], n_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
@@ -71,14 +73,6 @@ def span_scores(
     recall = tp / n_true if n_true else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "support": n_true}
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits / temperature
-    scaled = scaled - scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
-    return result
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> list[dict[str, Any]]:

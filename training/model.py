@@ -15,12 +15,12 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from app.artifact import CLASSIFICATION_TASKS, SPAN_TASK, TOKENIZER_FILE, bio_tags, output_name
+from app.artifact import CLASSIFICATION_TASKS, SPAN_TASK, TASKS, TOKENIZER_FILE, Manifest, bio_tags, output_name
 from training.data import Span
+from training.run_dir import CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.pt"
 ENCODER_CONFIG_FILE = "encoder_config.json"
 LABELS_FILE = "labels.json"
@@ -76,7 +76,7 @@ class LabelSets:
         return self.keyword_tags if task == SPAN_TASK else list(getattr(self, task))
 
     def counts(self) -> dict[str, int]:
-        return {task: len(self.ids(task)) for task in (*CLASSIFICATION_TASKS, SPAN_TASK)}
+        return {task: len(self.ids(task)) for task in TASKS}
 
 
 @dataclass
@@ -86,6 +86,11 @@ class Encoded:
     input_ids: list[list[int]]
     offsets: list[list[tuple[int, int]]]
     special: list[list[int]]
+
+
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    """The padding id of a training tokenizer (an artifact's is in its manifest, which export writes from this)."""
+    return tokenizer.token_to_id("<pad>") or 0
 
 
 def encode_texts(tokenizer: Tokenizer, texts: list[str], max_length: int) -> Encoded:
@@ -138,6 +143,16 @@ def torch_runner(
         return {name: value.float().cpu().numpy() for name, value in outputs.items()}
 
     return run
+
+
+def manifest_label_sets(manifest: Manifest) -> LabelSets:
+    """The label sets of an exported artifact."""
+    return LabelSets(
+        department=manifest.tasks["department"].label_ids,
+        sentiment=manifest.tasks["sentiment"].label_ids,
+        severity=manifest.tasks["severity"].label_ids,
+        span_types=manifest.span_types,
+    )
 
 
 def build_encoder(base_dir: Path, *, random_init: bool) -> BertModel:

