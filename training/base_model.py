@@ -391,6 +391,8 @@ def ensure_base_encoder(
     cache_dir: Path | None = None,
     extra_texts: Sequence[str] = (),
     heldout_texts: Sequence[str] = (),
+    swedish_words: int = SWEDISH_WORDS,
+    english_words: int = ENGLISH_WORDS,
 ) -> Path:
     """The directory of a base encoder build (see :func:`build_base_encoder`), built into the cache if missing.
 
@@ -406,6 +408,7 @@ def ensure_base_encoder(
         "trim_vocab": trim_vocab,
         "extra_texts": _texts_digest(extra_texts),
         "heldout_texts": _texts_digest(heldout_texts),
+        "words": [swedish_words, english_words],
     }
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).stem if model_file else source).strip("_.")
@@ -417,7 +420,13 @@ def ensure_base_encoder(
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
     try:
         build_base_encoder(
-            building, source=source, trim_vocab=trim_vocab, extra_texts=extra_texts, heldout_texts=heldout_texts
+            building,
+            source=source,
+            trim_vocab=trim_vocab,
+            extra_texts=extra_texts,
+            heldout_texts=heldout_texts,
+            swedish_words=swedish_words,
+            english_words=english_words,
         )
         try:
             building.rename(target)

@@ -400,6 +400,23 @@ def test_cli_base_build_writes_the_encoder_and_reports(tiny: TinyModel, tmp_path
         assert (tmp_path / name).is_file()
 
 
+def test_cli_base_build_without_out_builds_into_the_cache(
+    tiny: TinyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOMMUNROUTER_CACHE_DIR", str(tmp_path / "cache"))
+    arguments = ["base", "build", "--source", str(tiny.path), "--taxonomy", str(TAXONOMY),
+                 "--texts", str(FIXTURES / "train.jsonl"), "--heldout", str(FIXTURES / "dev.jsonl"),
+                 "--swedish-words", "2000", "--english-words", "500"]  # fmt: skip
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 0, result.output
+    built = [path for path in (tmp_path / "cache" / "base").iterdir() if not path.name.startswith(".")]
+    assert len(built) == 1 and str(built[0]) in result.output
+    assert (built[0] / "model.safetensors").is_file() and (built[0] / "base_report.json").is_file()
+    again = CliRunner().invoke(cli, arguments)  # the same options: the cached build, not a second one
+    assert again.exit_code == 0 and str(built[0]) in again.output
+    assert len(list((tmp_path / "cache" / "base").iterdir())) == 1
+
+
 @pytest.fixture(scope="module")
 def real_trimmed(real_model_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_base_encoder(cache_dir=tmp_path_factory.mktemp("cache"), extra_texts=COVERED, heldout_texts=HELDOUT)

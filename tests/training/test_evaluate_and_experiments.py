@@ -38,7 +38,11 @@ def test_evaluate_checkpoint_and_artifact_agree(tiny_run: Path, tiny_artifact: P
     for task in ("department", "sentiment", "severity"):
         assert results["checkpoint"][task]["confusion_matrix"] == results["artifact"][task]["confusion_matrix"]
     assert results["checkpoint"]["keywords"]["f1"] == results["artifact"]["keywords"]["f1"]
-    assert results["checkpoint"]["severity"]["mae"] >= 0
+    # MAE is the mean level distance of the confusion matrix, the same for both
+    matrix = results["checkpoint"]["severity"]["confusion_matrix"]
+    distance = sum(abs(i - j) * count for i, row in enumerate(matrix) for j, count in enumerate(row))
+    n = sum(map(sum, matrix))
+    assert results["checkpoint"]["severity"]["mae"] == results["artifact"]["severity"]["mae"] == distance / n
 
 
 def test_learning_curve_writes_points_and_resumes(tiny_base_dir: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

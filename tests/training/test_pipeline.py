@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.artifact import read_manifest
+from tokenizers import Tokenizer
+
+from app.artifact import TASKS, read_manifest
 
 
 def test_training_writes_a_complete_run_directory(tiny_run: Path) -> None:
@@ -28,4 +30,7 @@ def test_tiny_artifact_loads_through_the_contract(tiny_artifact: Path) -> None:
     assert manifest.model_version == "tiny-test"
     assert [label.id for label in manifest.tasks["severity"].labels] == ["lag", "medel", "hog", "akut"]
     assert manifest.tasks["department"].labels[0].name == "Gata och park"
-    assert manifest.metrics["export"]["fp32_max_abs_diff"]["department"] <= 1e-4
+    assert set(manifest.metrics["export"]["fp32_max_abs_diff"]) == set(TASKS)
+    assert manifest.tokenizer.pad_token_id == Tokenizer.from_file(str(tiny_artifact / "tokenizer.json")).token_to_id(
+        "<pad>"
+    )

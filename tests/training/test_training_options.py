@@ -145,15 +145,28 @@ def test_same_seed_same_run(tmp_path: Path, tiny_base_dir: Path) -> None:
     assert first[0]["train_loss"] == pytest.approx(second[0]["train_loss"], abs=1e-6)
 
 
-def test_masked_lm_adaptation_then_targets_and_random_init(tmp_path: Path, tiny_base_dir: Path) -> None:
-    run_dir, epochs = run(tmp_path / "mlm", tiny_base_dir, "mlm_epochs=1", "epochs=1")
-    assert (run_dir / "checkpoint" / "model.pt").is_file() and len(epochs) == 1
-    trained = torch.load(run_dir / "checkpoint" / "model.pt", weights_only=True)
-    original = BertModel.from_pretrained(tiny_base_dir, add_pooling_layer=False).state_dict()
-    name = "encoder.layer.0.attention.self.query.weight"
-    assert not torch.equal(trained[f"encoder.{name}"], original[name])
+def test_masked_lm_adaptation_changes_what_fine_tuning_alone_leaves(tmp_path: Path, tiny_base_dir: Path) -> None:
+    # The word embeddings stay frozen while fine-tuning (freeze_word_embeddings), so the same run with and
+    # without the masked-LM step differs in them only through that step.
+    name = "encoder.embeddings.word_embeddings.weight"
+    plain_dir, _ = run(tmp_path / "plain", tiny_base_dir, "epochs=1")
+    mlm_dir, epochs = run(tmp_path / "mlm", tiny_base_dir, "mlm_epochs=1", "epochs=1")
+    plain = torch.load(plain_dir / "checkpoint" / "model.pt", weights_only=True)[name]
+    adapted = torch.load(mlm_dir / "checkpoint" / "model.pt", weights_only=True)[name]
+    original = BertModel.from_pretrained(tiny_base_dir, add_pooling_layer=False).state_dict()[
+        name.removeprefix("encoder.")
+    ]
+    assert torch.equal(plain, original)
+    assert not torch.equal(adapted, plain)
+    assert len(epochs) == 1
+
+
+def test_random_init_trains_from_random_weights(tmp_path: Path, tiny_base_dir: Path) -> None:
     random_dir, _ = run(tmp_path / "random", tiny_base_dir, "random_init=true", "epochs=1")
-    assert (random_dir / "checkpoint" / "model.pt").is_file()
+    trained = torch.load(random_dir / "checkpoint" / "model.pt", weights_only=True)
+    name = "embeddings.word_embeddings.weight"
+    original = BertModel.from_pretrained(tiny_base_dir, add_pooling_layer=False).state_dict()[name]
+    assert not torch.equal(trained[f"encoder.{name}"], original)
 
 
 def test_training_accepts_reports_with_unknown_labels(tmp_path: Path, tiny_base_dir: Path) -> None:
