@@ -114,3 +114,26 @@ def test_serving_code_imports_nothing_from_training() -> None:
     }
     assert {module: targets for module, targets in offenders.items() if targets} == {}
     assert any(target.startswith("training") for target in graph["app.cli"])  # the reader sees the CLI's imports
+
+
+def readme_layout() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Project layout") :]
+    return section[section.index("```") + 3 : section.index("```", section.index("```") + 3)]
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    import re
+
+    layout = readme_layout()
+    named = set(re.findall(r"[A-Za-z_0-9]+\.py", layout))
+    modules = {path.name for package in (*PACKAGES, "bench") for path in (REPO / package).rglob("*.py")}
+    modules |= {path.name for path in (REPO / "tests").glob("*.py")}
+    missing = sorted(
+        path.relative_to(REPO).as_posix()
+        for package in (*PACKAGES, "bench")
+        for path in (REPO / package).rglob("*.py")
+        if path.name != "__init__.py" and path.name not in named
+    )
+    assert missing == [], "modules the README's project layout does not name"
+    assert sorted(named - modules) == [], "modules the README's project layout names but the tree lacks"

@@ -208,6 +208,80 @@ class ExportReport:
     failures: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Parity:
+    """The dev reports every graph is checked on, and the PyTorch outputs it is compared with."""
+
+    reports: list[Report]
+    labels: LabelSets
+    encoded: Encoded
+    pad_id: int
+    reference: ModelOutputs
+
+    def run(self, session: ort.InferenceSession) -> ModelOutputs:
+        return collect_outputs(onnx_runner(session), self.encoded, 16, self.pad_id)
+
+    def scores(self, outputs: ModelOutputs) -> dict[str, float | None]:
+        return manifest_scores(evaluate_outputs(self.reports, outputs, self.labels))
+
+    def latency_ms(self, session: ort.InferenceSession) -> float:
+        return _latency_ms(session, self.encoded.input_ids, self.pad_id)
+
+
+def _check_fp32(parity: _Parity, fp32_path: Path, result: ExportReport) -> ModelOutputs:
+    """The plain graph against PyTorch: every logit within FP32_TOLERANCE."""
+    session = create_session(fp32_path, intra_op_threads=EVALUATION_THREADS)
+    fp32 = parity.run(session)
+    result.fp32_max_abs_diff = _max_abs_difference(parity.reference, fp32)
+    result.failures += [
+        f"fp32 {task} logits differ from PyTorch by {diff:.2e} (> {FP32_TOLERANCE:g})"
+        for task, diff in result.fp32_max_abs_diff.items()
+        if diff > FP32_TOLERANCE
+    ]
+    result.metrics["pytorch"] = parity.scores(parity.reference)
+    result.metrics["fp32"] = parity.scores(fp32)
+    result.latency_ms["fp32"] = parity.latency_ms(session)
+    return fp32
+
+
+def _optimised_if_it_pays(parity: _Parity, model: MultiTaskModel, fp32_path: Path, result: ExportReport) -> Path:
+    """The transformer-fused graph where it is as exact as the plain one and faster on this machine."""
+    optimised_path = fp32_path.with_name("optimised.onnx")
+    try:
+        optimise_graph(fp32_path, optimised_path, model)
+        session = create_session(optimised_path, intra_op_threads=EVALUATION_THREADS)
+        result.latency_ms["fp32_optimised"] = parity.latency_ms(session)
+        exact = max(_max_abs_difference(parity.reference, parity.run(session)).values()) <= FP32_TOLERANCE
+        if exact and result.latency_ms["fp32_optimised"] < result.latency_ms["fp32"]:
+            result.optimised = True
+    except Exception as exc:  # the optimiser is best effort: an unfusable graph is exported unoptimised
+        logger.warning("transformer graph optimisation skipped: %s", exc)
+    logger.info("graph optimisation %s", "kept" if result.optimised else "not kept")
+    return optimised_path if result.optimised else fp32_path
+
+
+def _quantise_and_check(parity: _Parity, graph: Path, fp32: ModelOutputs, result: ExportReport) -> Path:
+    """int8 weights, kept only with department agreement >= INT8_MIN_AGREEMENT and no task losing more than
+    INT8_MAX_METRIC_DROP against fp32."""
+    int8_path = graph.with_name("int8.onnx")
+    quantise_graph(graph, int8_path)
+    session = create_session(int8_path, intra_op_threads=EVALUATION_THREADS)
+    int8 = parity.run(session)
+    result.latency_ms["int8"] = parity.latency_ms(session)
+    agreement = float(np.mean(fp32.logits["department"].argmax(-1) == int8.logits["department"].argmax(-1)))
+    result.int8_department_agreement = agreement
+    if agreement < INT8_MIN_AGREEMENT:
+        result.failures.append(f"int8 department agreement {agreement:.3f} < {INT8_MIN_AGREEMENT}")
+    result.metrics["int8"] = parity.scores(int8)
+    for task in TASKS:
+        value, before = result.metrics["int8"][task], result.metrics["fp32"][task]
+        if value is not None and before is not None and before - value > INT8_MAX_METRIC_DROP:
+            result.failures.append(
+                f"int8 {task} score {value:.3f} is more than {INT8_MAX_METRIC_DROP} below fp32 {before:.3f}"
+            )
+    return int8_path
+
+
 def check_and_build_graph(
     model: MultiTaskModel,
     reports: list[Report],
@@ -223,49 +297,11 @@ def check_and_build_graph(
     fp32_path = work / "fp32.onnx"
     export_onnx(model, fp32_path)
     reference = collect_outputs(torch_runner(model), encoded, 16, pad_id)
-    fp32_session = create_session(fp32_path, intra_op_threads=EVALUATION_THREADS)
-    fp32 = collect_outputs(onnx_runner(fp32_session), encoded, 16, pad_id)
-    result.fp32_max_abs_diff = _max_abs_difference(reference, fp32)
-    result.failures += [
-        f"fp32 {task} logits differ from PyTorch by {diff:.2e} (> {FP32_TOLERANCE:g})"
-        for task, diff in result.fp32_max_abs_diff.items()
-        if diff > FP32_TOLERANCE
-    ]
-    result.metrics["pytorch"] = manifest_scores(evaluate_outputs(reports, reference, labels))
-    result.metrics["fp32"] = manifest_scores(evaluate_outputs(reports, fp32, labels))
-    result.latency_ms["fp32"] = _latency_ms(fp32_session, encoded.input_ids, pad_id)
-    graph = fp32_path
-    optimised_path = work / "optimised.onnx"
-    try:
-        optimise_graph(fp32_path, optimised_path, model)
-        optimised_session = create_session(optimised_path, intra_op_threads=EVALUATION_THREADS)
-        result.latency_ms["fp32_optimised"] = _latency_ms(optimised_session, encoded.input_ids, pad_id)
-        optimised = collect_outputs(onnx_runner(optimised_session), encoded, 16, pad_id)
-        exact = max(_max_abs_difference(reference, optimised).values()) <= FP32_TOLERANCE
-        # kept only where it pays off: as exact as the plain graph and faster on this machine
-        if exact and result.latency_ms["fp32_optimised"] < result.latency_ms["fp32"]:
-            graph, result.optimised = optimised_path, True
-    except Exception as exc:  # the optimiser is best effort: an unfusable graph is exported unoptimised
-        logger.warning("transformer graph optimisation skipped: %s", exc)
-    logger.info("graph optimisation %s", "kept" if result.optimised else "not kept")
+    parity = _Parity(reports, labels, encoded, pad_id, reference)
+    fp32 = _check_fp32(parity, fp32_path, result)
+    graph = _optimised_if_it_pays(parity, model, fp32_path, result)
     if quantize == "int8":
-        int8_path = work / "int8.onnx"
-        quantise_graph(graph, int8_path)
-        int8_session = create_session(int8_path, intra_op_threads=EVALUATION_THREADS)
-        int8 = collect_outputs(onnx_runner(int8_session), encoded, 16, pad_id)
-        result.latency_ms["int8"] = _latency_ms(int8_session, encoded.input_ids, pad_id)
-        agreement = float(np.mean(fp32.logits["department"].argmax(-1) == int8.logits["department"].argmax(-1)))
-        result.int8_department_agreement = agreement
-        if agreement < INT8_MIN_AGREEMENT:
-            result.failures.append(f"int8 department agreement {agreement:.3f} < {INT8_MIN_AGREEMENT}")
-        result.metrics["int8"] = manifest_scores(evaluate_outputs(reports, int8, labels))
-        for task in TASKS:
-            value, before = result.metrics["int8"][task], result.metrics["fp32"][task]
-            if value is not None and before is not None and before - value > INT8_MAX_METRIC_DROP:
-                result.failures.append(
-                    f"int8 {task} score {value:.3f} is more than {INT8_MAX_METRIC_DROP} below fp32 {before:.3f}"
-                )
-        graph = int8_path
+        graph = _quantise_and_check(parity, graph, fp32, result)
     result.sizes_bytes = {path.stem: path.stat().st_size for path in work.glob("*.onnx")}
     return graph, result
 
