@@ -6,7 +6,10 @@ An artifact is a directory with three files:
   output per task: ``department_logits`` / ``sentiment_logits`` / ``severity_logits`` ([batch, labels]) and
   ``keywords_logits`` ([batch, sequence, BIO tags]);
 - ``tokenizer.json``: a Hugging Face *tokenizers* file (normalisation, pre-tokenisation, special tokens);
-- ``manifest.json``: the :class:`Manifest` below, with the sha256 of the two other files.
+- ``manifest.json``: the :class:`Manifest` below, with the sha256 of the other files;
+- ``parity.npz`` (optional; artifacts exported before it lack it): the parity sample, a few dev texts with their
+  token ids and the PyTorch fp32 logits of every task (:class:`ParitySpec` names its arrays). The service runs it
+  on every engine it can use and keeps only engines that reproduce it.
 
 This module has no heavy imports: the service and the training pipeline both use it.
 """
@@ -28,7 +31,9 @@ SCHEMA_VERSION = 1
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
+PARITY_FILE = "parity.npz"
 ARTIFACT_FILES = (MODEL_FILE, TOKENIZER_FILE)
+OPTIONAL_FILES = (PARITY_FILE,)
 INPUT_NAMES = ("input_ids", "attention_mask")
 CLASSIFICATION_TASKS = ("department", "sentiment", "severity")
 SPAN_TASK = "keywords"
@@ -98,6 +103,23 @@ class TokenizerSpec(BaseModel):
     pad_token_id: int = Field(ge=0)
 
 
+# An engine keeps a task when its predictions agree with the reference's on at least this share of the parity
+# sample (keywords: of the tokens' tags). The department threshold is the service's promise (99.5%); the others
+# let the ordinal severity and the three-way sentiment move on one text of 64, as int8 export does.
+DEFAULT_MIN_AGREEMENT = {"department": 0.995, "sentiment": 0.98, "severity": 0.98, "keywords": 0.99}
+
+
+class ParitySpec(BaseModel):
+    """The parity sample of ``parity.npz``: ``texts`` (str), ``input_ids`` and ``attention_mask`` ([n, tokens],
+    int64, padded) and ``<task>_logits`` of the reference (keywords ``[n, tokens, tags]``, padding rows zero)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: int = Field(gt=0)
+    reference: str = Field(description="What computed the reference logits (PyTorch fp32 of the checkpoint).")
+    min_agreement: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIN_AGREEMENT))
+
+
 class Manifest(BaseModel):
     """Everything the service needs to know about a model, and where it came from."""
 
@@ -113,6 +135,7 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="sha256 of every artifact file")
+    parity: ParitySpec | None = None
 
     @model_validator(mode="after")
     def _all_tasks(self) -> Manifest:
@@ -150,7 +173,8 @@ def sha256_file(path: Path) -> str:
 
 def write_manifest(artifact_dir: Path, manifest: Manifest) -> Manifest:
     """Record the checksums of the artifact's files in ``manifest`` and write it; returns what was written."""
-    files = {name: sha256_file(artifact_dir / name) for name in ARTIFACT_FILES}
+    present = [*ARTIFACT_FILES, *(name for name in OPTIONAL_FILES if (artifact_dir / name).is_file())]
+    files = {name: sha256_file(artifact_dir / name) for name in present}
     final = manifest.model_copy(update={"files": files})
     (artifact_dir / MANIFEST_FILE).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return final
@@ -171,7 +195,9 @@ def read_manifest(artifact_dir: Path) -> Manifest:
         problems = [f"{MANIFEST_FILE}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         raise ArtifactError(artifact_dir, problems) from exc
     problems = []
-    for name in ARTIFACT_FILES:
+    if manifest.parity is not None and PARITY_FILE not in manifest.files:
+        problems.append(f"{MANIFEST_FILE} describes a parity sample but records no sha256 for {PARITY_FILE}")
+    for name in [*ARTIFACT_FILES, *(name for name in OPTIONAL_FILES if name in manifest.files)]:
         path = artifact_dir / name
         expected = manifest.files.get(name)
         if not path.is_file():

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ExecutionProvider = Literal["cpu", "cuda"]
+EngineSetting = Literal["auto", "onnxruntime", "openvino"]
 TextStorage = Literal["redacted", "hash", "none"]
 
 
@@ -36,18 +37,27 @@ class Settings(BaseSettings):
     execution_provider: ExecutionProvider = Field(
         "cpu", description="onnxruntime execution provider: cpu, or cuda (falls back to cpu when absent)."
     )
-    intra_op_threads: int = Field(2, ge=1, description="onnxruntime threads per inference call.")
+    engine: EngineSetting = Field(
+        "auto",
+        description=(
+            "What runs the model: auto (at start-up, every engine and precision this machine offers runs the "
+            "artifact's parity sample; the fastest that agrees with the reference is kept), onnxruntime, or "
+            "openvino (CPU; bf16 where the CPU has AMX/AVX-512-BF16). With execution provider cuda, auto is "
+            "onnxruntime on CUDA."
+        ),
+    )
+    intra_op_threads: int = Field(2, ge=1, description="Threads per inference call (onnxruntime and OpenVINO).")
     max_batch_size: int = Field(32, ge=1, description="Largest micro-batch sent to the model.")
     max_batch_wait_ms: float = Field(
         2.0, ge=0, description="How long the micro-batcher waits for more requests before running."
     )
-    max_batch_tokens: int = Field(
-        256,
+    max_batch_tokens: int | None = Field(
+        None,
         ge=1,
         description=(
             "Most padded tokens (texts x longest text) in one model call; a micro-batch beyond it is split, "
-            "shortest texts together. On 2 CPU cores 256 ran the int8 model 2.2x faster than 4096 "
-            "(bench/results/inference.json); raise it on a GPU."
+            "shortest texts together. Default: the engine's own (onnxruntime CPU 256, OpenVINO f32 1024, "
+            "OpenVINO bf16 4096, CUDA 8192; bench/results/engines.json)."
         ),
     )
     max_text_chars: int = Field(10_000, ge=1, description="Longest accepted report text, in characters.")

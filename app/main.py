@@ -68,9 +68,11 @@ def _warn_open_access(settings: Settings) -> None:
 
 
 def _load_classifier(settings: Settings, metrics: ServiceMetrics) -> tuple[ReportModel, Classifier]:
-    """The artifact in onnxruntime behind the micro-batcher, with the routing table and review threshold."""
+    """The artifact on the engine chosen at start-up, behind the micro-batcher, with the routing table and review
+    threshold."""
     model = ReportModel.load(
         settings.model_dir,
+        engine=settings.engine,
         execution_provider=settings.execution_provider,
         intra_op_threads=settings.intra_op_threads,
         max_batch_tokens=settings.max_batch_tokens,
@@ -110,6 +112,8 @@ def _start_services(app: FastAPI) -> _Services:
         logger.warning("the audit database is not reachable yet: /readyz answers 503 and decisions 503 until it is")
     writer = AuditWriter(engine, settings.text_storage, on_batch=metrics.observe_audit_batch)
     metrics.watch_feedback_agreement(engine)
+    if model.engine_choice is not None:
+        metrics.record_engine_choice(model.engine_choice)
     classifier.start()
     return _Services(model, classifier, engine, writer)
 
@@ -125,11 +129,12 @@ def _publish(app: FastAPI, services: _Services) -> None:
         services.classifier, services.writer, app.state.metrics, max_batch_items=settings.max_batch_items
     )
     logger.info(
-        "ready: model %s on %s, micro-batches of up to %d texts / %d tokens within %.1f ms",
+        "ready: model %s on %s (%s), micro-batches of up to %d texts / %d tokens within %.1f ms",
         services.model.manifest.model_version,
+        services.model.engine.name,
         services.model.provider,
         settings.max_batch_size,
-        settings.max_batch_tokens,
+        services.model.max_batch_tokens,
         settings.max_batch_wait_ms,
     )
 

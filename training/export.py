@@ -25,11 +25,13 @@ from app.artifact import (
     INPUT_NAMES,
     MANIFEST_FILE,
     MODEL_FILE,
+    PARITY_FILE,
     SPAN_TASK,
     TASKS,
     TOKENIZER_FILE,
     Label,
     Manifest,
+    ParitySpec,
     TaskSpec,
     TokenizerSpec,
     output_name,
@@ -61,6 +63,10 @@ FP32_TOLERANCE = 1e-4
 INT8_MIN_AGREEMENT = 0.99
 INT8_MAX_METRIC_DROP = 0.01
 OPSET = 17
+# Dev texts in the artifact's parity sample: enough to see an engine's rate and drift, few enough to run on every
+# candidate engine within the service's start-up budget.
+PARITY_TEXTS = 64
+PARITY_REFERENCE = "PyTorch fp32 (the checkpoint)"
 
 
 class ExportParityError(KommunrouterError):
@@ -290,9 +296,10 @@ def check_and_build_graph(
     pad_id: int,
     work: Path,
     quantize: Literal["none", "int8"],
-) -> tuple[Path, ExportReport]:
-    """Export, compare with PyTorch, optimise when it pays and quantise; returns the final graph's path and the
-    report. Every parity failure is collected, then one ExportParityError is raised."""
+) -> tuple[Path, ExportReport, ModelOutputs]:
+    """Export, compare with PyTorch, optimise when it pays and quantise; returns the final graph's path, the
+    report and the PyTorch outputs it was checked against. Every parity failure is collected, then one
+    ExportParityError is raised."""
     result = ExportReport()
     fp32_path = work / "fp32.onnx"
     export_onnx(model, fp32_path)
@@ -303,7 +310,34 @@ def check_and_build_graph(
     if quantize == "int8":
         graph = _quantise_and_check(parity, graph, fp32, result)
     result.sizes_bytes = {path.stem: path.stat().st_size for path in work.glob("*.onnx")}
-    return graph, result
+    return graph, result, reference
+
+
+def parity_indices(count: int, size: int = PARITY_TEXTS) -> list[int]:
+    """``size`` indices spread evenly over ``count`` texts (all of them when there are fewer)."""
+    return sorted({round(i) for i in np.linspace(0, count - 1, min(size, count))})
+
+
+def write_parity_sample(
+    out_dir: Path, texts: Sequence[str], encoded: Encoded, pad_id: int, reference: ModelOutputs
+) -> ParitySpec:
+    """The artifact's parity sample: dev texts, their padded token ids and the PyTorch fp32 logits of every task
+    (keyword logits padded with zeros), which the service holds every engine to at start-up."""
+    indices = parity_indices(len(texts))
+    input_ids, attention_mask = pad_batch([encoded.input_ids[i] for i in indices], pad_id)
+    keywords = np.zeros((len(indices), input_ids.shape[1], reference.keyword_logits[0].shape[-1]), np.float32)
+    for row, i in enumerate(indices):
+        keywords[row, : len(reference.keyword_logits[i])] = reference.keyword_logits[i]
+    arrays: dict[str, np.ndarray] = {
+        "texts": np.array([texts[i] for i in indices], dtype=str),
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        output_name(SPAN_TASK): keywords,
+    }
+    for task in CLASSIFICATION_TASKS:
+        arrays[output_name(task)] = reference.logits[task][indices].astype(np.float32)
+    np.savez_compressed(out_dir / PARITY_FILE, allow_pickle=False, **arrays)
+    return ParitySpec(texts=len(indices), reference=PARITY_REFERENCE)
 
 
 def _task_specs(run: RunDir, labels: LabelSets, temperatures: dict[str, float]) -> dict[str, TaskSpec]:
@@ -392,12 +426,13 @@ def export_run(
     encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length)
     pad_id = pad_token_id(tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
-        graph, report = check_and_build_graph(model, reports, labels, encoded, pad_id, Path(tmp), quantize)
+        graph, report, reference = check_and_build_graph(model, reports, labels, encoded, pad_id, Path(tmp), quantize)
         if report.failures:
             raise ExportParityError(report.failures)
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(graph, out_dir / MODEL_FILE)
     (out_dir / TOKENIZER_FILE).write_bytes((run.checkpoint_dir / TOKENIZER_FILE).read_bytes())
+    parity = write_parity_sample(out_dir, [r.text for r in reports], encoded, pad_id, reference)
     manifest = Manifest(
         model_version=model_version or f"{run.name}-{datetime.now(UTC):%Y%m%d%H%M}",
         tasks=_task_specs(run, labels, (evaluation.temperatures if evaluation else None) or {}),
@@ -406,6 +441,7 @@ def export_run(
         quantization=quantize,
         metrics=_manifest_metrics(evaluation, report),
         provenance=_provenance(run, config, model),
+        parity=parity,
     )
     write_manifest(out_dir, manifest)
     read_manifest(out_dir)  # what was written must load

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.repository import department_agreement
 from app.audit.writer import BatchOutcome
+from app.inference.selection import EngineChoice
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ServiceMetrics:
         )
         self.model_seconds = Histogram(
             "kommunrouter_model_inference_seconds",
-            "Time of one model call (onnxruntime session run).",
+            "Time of one model call (the engine's run).",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -74,6 +75,35 @@ class ServiceMetrics:
             ["department"],
             registry=self.registry,
         )
+
+    def record_engine_choice(self, choice: EngineChoice) -> None:
+        """Export the engine chosen at start-up: which (an info gauge of 1), its measured rate and agreement."""
+        chosen = choice.chosen
+        labels = {"engine": choice.engine.name, "setting": choice.setting, "device": choice.engine.device}
+        Gauge(
+            "kommunrouter_engine_info",
+            "The engine that runs the model (1), chosen at start-up by the setting KOMMUNROUTER_ENGINE.",
+            list(labels),
+            registry=self.registry,
+        ).labels(**labels).set(1)
+        Gauge(
+            "kommunrouter_engine_texts_per_second",
+            "Texts per second the chosen engine ran on the parity sample at start-up.",
+            registry=self.registry,
+        ).set(chosen.texts_per_s or 0.0)
+        agreement = Gauge(
+            "kommunrouter_engine_agreement_ratio",
+            "Share of the parity sample on which the chosen engine agreed with the reference, by task.",
+            ["task"],
+            registry=self.registry,
+        )
+        for task, share in (chosen.agreement or {}).items():
+            agreement.labels(task=task).set(share)
+        Gauge(
+            "kommunrouter_engine_startup_seconds",
+            "Seconds start-up spent measuring engines and choosing one.",
+            registry=self.registry,
+        ).set(choice.startup_s)
 
     def observe_model_call(self, batch_size: int, seconds: float) -> None:
         """Record one model call (called from the inference thread)."""

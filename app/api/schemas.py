@@ -256,6 +256,31 @@ class BatchResponse(BaseModel):
 # --- model, labels and probes -------------------------------------------------------------------------------
 
 
+class EngineCandidateInfo(BaseModel):
+    """What start-up measured of one engine on the parity sample."""
+
+    engine: str = Field(description="onnxruntime-cpu, onnxruntime-cuda, openvino-bf16 or openvino-f32.")
+    passed: bool = Field(description="Whether its predictions agreed with the reference within the tolerances.")
+    texts_per_s: float | None = Field(description="Texts per second on the parity sample (None: not measured).")
+    agreement: dict[str, float] | None = Field(description="Share of predictions equal to the reference's, by task.")
+    note: str = Field(description="Why it was rejected or not tried (empty when it passed).")
+
+
+class EngineInfo(BaseModel):
+    """The engine that runs the model, chosen at start-up by measurement."""
+
+    engine: str = Field(description="The engine that serves.")
+    setting: str = Field(description="KOMMUNROUTER_ENGINE: auto, onnxruntime or openvino.")
+    device: str = Field(description="Where the graph runs (execution provider, or OpenVINO device and precision).")
+    texts_per_s: float | None = Field(description="Its rate on the parity sample at start-up.")
+    department_agreement: float | None = Field(description="Its department agreement with the reference.")
+    passed: bool = Field(description="False when no engine reproduced the reference and the last resort serves.")
+    reference: str = Field(description="What the agreement was measured against.")
+    startup_s: float = Field(description="Seconds start-up spent choosing.")
+    max_batch_tokens: int = Field(description="Padded tokens per model call.")
+    candidates: list[EngineCandidateInfo] = Field(description="Every engine measured, in the order tried.")
+
+
 class ModelInfo(BaseModel):
     """A summary of the served model's manifest."""
 
@@ -263,7 +288,10 @@ class ModelInfo(BaseModel):
 
     model_version: str
     created_at: datetime
-    execution_provider: str = Field(description="The onnxruntime execution provider that runs the model.")
+    execution_provider: str = Field(
+        description="Where the model runs: onnxruntime's execution provider, or OpenVINO's device and precision."
+    )
+    engine: EngineInfo | None = Field(description="The engine chosen at start-up, and what every candidate measured.")
     quantization: str
     max_length: int = Field(description="Tokens per text; longer texts are truncated.")
     review_threshold: float = Field(description="Department score below which a decision needs review.")

@@ -1,4 +1,4 @@
-"""The model artifact in onnxruntime: tokenise, run in length-sorted batches, turn logits into predictions.
+"""The model artifact behind its engine: tokenise, run in length-sorted batches, turn logits into predictions.
 
 Everything here is synchronous and runs in the micro-batcher's worker thread, never on the event loop.
 """
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from app.artifact import (
     CLASSIFICATION_TASKS,
     MODEL_FILE,
     SPAN_TASK,
+    TASKS,
     TOKENIZER_FILE,
     ArtifactError,
     Manifest,
@@ -26,8 +26,16 @@ from app.artifact import (
     output_name,
     read_manifest,
 )
-from app.config import ExecutionProvider
-from app.inference.session import create_session, execution_providers
+from app.config import EngineSetting, ExecutionProvider
+from app.inference.engines import Engine, engine_candidates
+from app.inference.selection import (
+    BUILTIN_TEXTS,
+    EngineChoice,
+    ParitySample,
+    builtin_parity_sample,
+    choose_engine,
+    read_parity_sample,
+)
 from app.inference.spans import NormalizedText, decode_spans, normalize_nfc
 from app.inference.tensors import pad_batch, softmax
 
@@ -68,72 +76,113 @@ class ModelPrediction:
     keywords: tuple[Keyword, ...]
 
 
+def _configure(tokenizer: Tokenizer, manifest: Manifest) -> Tokenizer:
+    """The tokenizer truncating to the manifest's max_length, without padding (batches are padded per call)."""
+    tokenizer.enable_truncation(manifest.tokenizer.max_length)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _encode_padded(tokenizer: Tokenizer, manifest: Manifest, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` of NFC-normalised texts, padded to the longest."""
+    encodings = tokenizer.encode_batch([normalize_nfc(text).text for text in texts])
+    return pad_batch([encoding.ids for encoding in encodings], manifest.tokenizer.pad_token_id)
+
+
+def _reproduces_token_ids(tokenizer: Tokenizer, manifest: Manifest, sample: ParitySample) -> bool:
+    input_ids, mask = _encode_padded(tokenizer, manifest, sample.texts)
+    return mask.shape == sample.attention_mask.shape and bool(
+        np.array_equal(mask, sample.attention_mask) and np.array_equal(input_ids * mask, sample.input_ids * mask)
+    )
+
+
 class ReportModel:
-    """One loaded artifact: the onnxruntime session, the tokenizer and the manifest."""
+    """One loaded artifact: the engine that runs its graph, the tokenizer and the manifest."""
 
     def __init__(
         self,
         manifest: Manifest,
-        session: ort.InferenceSession,
+        engine: Engine,
         tokenizer: Tokenizer,
         *,
-        max_batch_tokens: int,
+        max_batch_tokens: int | None = None,
         on_model_call: ModelCallObserver | None = None,
+        engine_choice: EngineChoice | None = None,
     ) -> None:
         self.manifest = manifest
-        self._session = session
-        self._tokenizer = tokenizer
-        self._tokenizer.enable_truncation(manifest.tokenizer.max_length)
-        self._tokenizer.no_padding()
-        self._max_batch_tokens = max_batch_tokens
+        self.engine = engine
+        self.engine_choice = engine_choice
+        self._tokenizer = _configure(tokenizer, manifest)
+        self.max_batch_tokens = max_batch_tokens or engine.max_batch_tokens
         self._on_model_call = on_model_call
-        self._output_names = [output_name(task) for task in (*CLASSIFICATION_TASKS, SPAN_TASK)]
 
     @classmethod
     def load(
         cls,
         artifact_dir: Path,
         *,
-        execution_provider: ExecutionProvider,
+        engine: EngineSetting = "auto",
+        execution_provider: ExecutionProvider = "cpu",
         intra_op_threads: int,
-        max_batch_tokens: int,
+        max_batch_tokens: int | None = None,
         on_model_call: ModelCallObserver | None = None,
     ) -> ReportModel:
-        """Read, verify and load an artifact; raises :class:`ArtifactError` with every problem found."""
+        """Read, verify and load an artifact, and choose its engine by measurement (see
+        :mod:`app.inference.selection`); raises :class:`ArtifactError` with every problem found.
+        ``max_batch_tokens`` None takes the chosen engine's own budget."""
         manifest = read_manifest(artifact_dir)
-        try:
-            session = create_session(
-                artifact_dir / MODEL_FILE,
-                providers=execution_providers(execution_provider),
-                intra_op_threads=intra_op_threads,
-            )
-        except Exception as exc:  # onnxruntime raises its own unexported exception types
-            raise ArtifactError(artifact_dir, [f"onnxruntime cannot load {MODEL_FILE}: {exc}"]) from exc
-        check_graph(
-            artifact_dir,
-            manifest,
-            inputs=[node.name for node in session.get_inputs()],
-            outputs={node.name: node.shape for node in session.get_outputs()},
-        )
         try:
             tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
         except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
             raise ArtifactError(artifact_dir, [f"{TOKENIZER_FILE} cannot be loaded: {exc}"]) from exc
-        model = cls(manifest, session, tokenizer, max_batch_tokens=max_batch_tokens, on_model_call=on_model_call)
+        candidates = engine_candidates(
+            artifact_dir / MODEL_FILE, setting=engine, execution_provider=execution_provider, threads=intra_op_threads
+        )
+
+        def check(loaded: Engine) -> None:
+            check_graph(artifact_dir, manifest, inputs=loaded.input_names, outputs=loaded.output_shapes)
+
+        _configure(tokenizer, manifest)
+        sample = read_parity_sample(artifact_dir, manifest)
+        if sample is None:
+            sample = builtin_parity_sample(BUILTIN_TEXTS, *_encode_padded(tokenizer, manifest, BUILTIN_TEXTS))
+        elif not _reproduces_token_ids(tokenizer, manifest, sample):
+            logger.warning(
+                "the tokenizer does not give the token ids of the parity sample in %s: the engines are compared on "
+                "the sample's ids, but the service does not compute what export checked",
+                artifact_dir,
+            )
+        choice = choose_engine(candidates, sample, setting=engine, check=check)
+        model = cls(
+            manifest,
+            choice.engine,
+            tokenizer,
+            max_batch_tokens=max_batch_tokens,
+            on_model_call=on_model_call,
+            engine_choice=choice,
+        )
+        chosen = choice.chosen
         logger.info(
-            "model %s loaded from %s on %s (%d intra-op threads)",
+            "model %s loaded from %s: engine %s (%s) chosen by %s in %.2f s, %.1f texts/s, department agreement %.1f%% "
+            "with %s; %d intra-op threads, %d tokens per call",
             manifest.model_version,
             artifact_dir,
+            model.engine.name,
             model.provider,
+            engine,
+            choice.startup_s,
+            chosen.texts_per_s or 0.0,
+            100 * (chosen.agreement or {}).get("department", float("nan")),
+            choice.reference,
             intra_op_threads,
+            model.max_batch_tokens,
         )
         return model
 
     @property
     def provider(self) -> str:
-        """The execution provider that runs the graph."""
-        providers: list[str] = self._session.get_providers()
-        return providers[0]
+        """Where the graph runs (onnxruntime's execution provider, or OpenVINO's device and precision)."""
+        return self.engine.device
 
     def predict(self, texts: Sequence[str]) -> list[ModelPrediction]:
         """Predictions for texts, in order. Texts are NFC-normalised, then run shortest first in batches whose
@@ -142,9 +191,9 @@ class ReportModel:
         encodings: list[Encoding] = self._tokenizer.encode_batch([item.text for item in normalized])
         predictions: dict[int, ModelPrediction] = {}
         for chunk in self._length_sorted_chunks([len(encoding.ids) for encoding in encodings]):
-            outputs = self._run([encodings[i] for i in chunk])
+            probabilities = self._probabilities(self._run([encodings[i] for i in chunk]))
             for row, i in enumerate(chunk):
-                predictions[i] = self._decode(outputs, row, encodings[i], normalized[i], texts[i])
+                predictions[i] = self._decode(probabilities, row, encodings[i], normalized[i], texts[i])
         return [predictions[i] for i in range(len(texts))]
 
     def _length_sorted_chunks(self, lengths: Sequence[int]) -> list[list[int]]:
@@ -152,7 +201,7 @@ class ReportModel:
         chunks: list[list[int]] = []
         for index in sorted(range(len(lengths)), key=lengths.__getitem__):
             # Sorted ascending, so the newcomer is the longest of its group.
-            if chunks and (len(chunks[-1]) + 1) * lengths[index] <= self._max_batch_tokens:
+            if chunks and (len(chunks[-1]) + 1) * lengths[index] <= self.max_batch_tokens:
                 chunks[-1].append(index)
             else:
                 chunks.append([index])
@@ -163,40 +212,51 @@ class ReportModel:
             [encoding.ids for encoding in encodings], self.manifest.tokenizer.pad_token_id
         )
         started = time.perf_counter()
-        outputs = self._session.run(self._output_names, {"input_ids": input_ids, "attention_mask": attention_mask})
+        outputs = self.engine.run(input_ids, attention_mask)
         if self._on_model_call is not None:
             self._on_model_call(len(encodings), time.perf_counter() - started)
-        return dict(zip(self._output_names, outputs, strict=True))
+        return outputs
 
-    def _ranked(self, task: str, logits: np.ndarray) -> tuple[ScoredLabel, ...]:
-        spec = self.manifest.tasks[task]
-        probs = softmax(logits, spec.temperature)
+    def _probabilities(self, outputs: dict[str, np.ndarray]) -> _BatchProbabilities:
+        """Calibrated probabilities of a whole call at once, and the label rankings of each task."""
+        probs = {task: softmax(outputs[output_name(task)], self.manifest.tasks[task].temperature) for task in TASKS}
+        ranks = {task: np.argsort(-probs[task], axis=-1, kind="stable") for task in CLASSIFICATION_TASKS}
+        return _BatchProbabilities(probs, ranks)
+
+    def _ranked(
+        self, task: str, batch: _BatchProbabilities, row: int, top: int | None = None
+    ) -> tuple[ScoredLabel, ...]:
+        labels, probs = self.manifest.tasks[task].labels, batch.probs[task][row]
         return tuple(
-            ScoredLabel(label=spec.labels[i].id, name=spec.labels[i].name, score=float(probs[i]), index=int(i))
-            for i in np.argsort(-probs, kind="stable")
+            ScoredLabel(label=labels[i].id, name=labels[i].name, score=float(probs[i]), index=int(i))
+            for i in batch.ranks[task][row, :top]
         )
 
     def _decode(
         self,
-        outputs: dict[str, np.ndarray],
+        batch: _BatchProbabilities,
         row: int,
         encoding: Encoding,
         normalized: NormalizedText,
         original: str,
     ) -> ModelPrediction:
-        tag_probs = softmax(
-            outputs[output_name(SPAN_TASK)][row, : len(encoding.ids)], self.manifest.tasks[SPAN_TASK].temperature
-        )
+        tag_probs = batch.probs[SPAN_TASK][row]
         keywords = []
         for span in decode_spans(tag_probs, encoding.offsets, self.manifest.keyword_tags, text=normalized.text):
             start, end = normalized.to_original(span.start, span.end)
             keywords.append(Keyword(text=original[start:end], type=span.type, start=start, end=end, score=span.score))
         return ModelPrediction(
-            department=self._ranked("department", outputs[output_name("department")][row]),
+            department=self._ranked("department", batch, row),
             # Severity is ordinal, yet decoded like the others, by argmax: training already charges distant
             # levels more (its ordinal loss term), and the argmax keeps the score the probability of the level
             # returned, which a rounded expected level would not have.
-            sentiment=self._ranked("sentiment", outputs[output_name("sentiment")][row])[0],
-            severity=self._ranked("severity", outputs[output_name("severity")][row])[0],
+            sentiment=self._ranked("sentiment", batch, row, top=1)[0],
+            severity=self._ranked("severity", batch, row, top=1)[0],
             keywords=tuple(keywords),
         )
+
+
+@dataclass(frozen=True)
+class _BatchProbabilities:
+    probs: dict[str, np.ndarray]
+    ranks: dict[str, np.ndarray]

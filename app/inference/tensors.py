@@ -3,6 +3,7 @@ calibrated probabilities out."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,13 +11,12 @@ import numpy as np
 
 def pad_batch(input_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """int64 ``input_ids`` and ``attention_mask`` of token id lists, padded to the longest with ``pad_id``."""
-    longest = max(len(ids) for ids in input_ids)
-    ids_array = np.full((len(input_ids), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(input_ids), longest), dtype=np.int64)
-    for row, ids in enumerate(input_ids):
-        ids_array[row, : len(ids)] = ids
-        mask[row, : len(ids)] = 1
-    return ids_array, mask
+    lengths = np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids))
+    filled = np.arange(lengths.max()) < lengths[:, None]
+    ids_array = np.full(filled.shape, pad_id, dtype=np.int64)
+    # Row-major boolean assignment fills each row's first len(ids) places, in order.
+    ids_array[filled] = np.fromiter(itertools.chain.from_iterable(input_ids), dtype=np.int64, count=int(lengths.sum()))
+    return ids_array, filled.astype(np.int64)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -78,7 +78,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite
 
 @pytest.fixture
 def make_settings(tiny_artifact: Path, database_url: str) -> Callable[..., Settings]:
-    """Settings for a test app (the tiny model, the test's database, the test API keys), with overrides."""
+    """Settings for a test app (the tiny model, the test's database, the test API keys), with overrides. The engine
+    is onnxruntime: auto compiles OpenVINO graphs at every start (tests/app/test_engines.py covers it)."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -88,6 +89,7 @@ def make_settings(tiny_artifact: Path, database_url: str) -> Callable[..., Setti
             "api_keys": {client: f"{hash_api_key(key)}|{CLIENT_SCOPES[client]}" for client, key in API_KEYS.items()},
             "max_batch_wait_ms": 5.0,
             "intra_op_threads": 1,
+            "engine": "onnxruntime",
         }
         return Settings(**(values | overrides))
 

@@ -23,6 +23,7 @@ from app.artifact import (
     write_manifest,
 )
 from app.inference import session as session_module
+from app.inference.engines import OnnxRuntimeEngine
 from app.inference.model import ModelPrediction, ReportModel
 from app.inference.session import execution_providers
 from app.inference.tensors import softmax
@@ -101,13 +102,17 @@ def test_keyword_offsets_refer_to_the_text_as_sent(tiny_model: ReportModel) -> N
 
 
 class EveryWordIsAPlace:
-    """A stand-in for the onnxruntime session: uniform class logits, B-PLATS for every token."""
+    """A stand-in engine: uniform class logits, B-PLATS for every token."""
+
+    name = "every-word-is-a-place"
+    device = "test"
+    max_batch_tokens = 4096
 
     def __init__(self, manifest: Any) -> None:
         self.manifest = manifest
 
-    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        batch, width = feeds["input_ids"].shape
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        batch, width = input_ids.shape
         outputs = {
             f"{task}_logits": np.zeros((batch, len(spec.labels)), np.float32)
             for task, spec in self.manifest.tasks.items()
@@ -115,16 +120,13 @@ class EveryWordIsAPlace:
         tags = np.zeros((batch, width, len(self.manifest.keyword_tags)), np.float32)
         tags[:, :, self.manifest.keyword_tags.index("B-PLATS")] = 5.0
         outputs["keywords_logits"] = tags
-        return [outputs[name] for name in names]
-
-    def get_providers(self) -> list[str]:
-        return ["CPUExecutionProvider"]
+        return outputs
 
 
 def test_offsets_map_back_through_nfc_normalisation(tiny_artifact: Path) -> None:
     manifest = read_manifest(tiny_artifact)
     tokenizer = Tokenizer.from_file(str(tiny_artifact / TOKENIZER_FILE))
-    model = ReportModel(manifest, EveryWordIsAPlace(manifest), tokenizer, max_batch_tokens=4096)  # type: ignore[arg-type]
+    model = ReportModel(manifest, EveryWordIsAPlace(manifest), tokenizer)  # type: ignore[arg-type]
     sent = "Ga\u030angen vid Sto\u0308rgatan 3"  # decomposed å and ö, as some phones send them
     keywords = model.predict([sent])[0].keywords
     assert [k.text for k in keywords] == ["Ga\u030angen", "vid", "Sto\u0308rgatan", "3"]
@@ -152,8 +154,9 @@ def test_softmax_is_stable_and_sums_to_one() -> None:
 
 
 def test_session_options_follow_the_settings(tiny_artifact: Path) -> None:
-    model = load(tiny_artifact, intra_op_threads=2)
-    options = model._session.get_session_options()
+    model = load(tiny_artifact, intra_op_threads=2, engine="onnxruntime")
+    assert isinstance(model.engine, OnnxRuntimeEngine)
+    options = model.engine.session.get_session_options()
     assert options.intra_op_num_threads == 2
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL

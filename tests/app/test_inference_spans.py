@@ -6,6 +6,8 @@ import unicodedata
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.artifact import bio_tags
 from app.inference.spans import Span, decode_spans, normalize_nfc
@@ -116,3 +118,75 @@ def test_a_text_initial_space_piece_joins_the_first_word() -> None:
     offsets = [(0, 0), (0, 1), (0, 1), (1, 2), (2, 6), (0, 0)]
     spans = decode_spans(probs_for(["O", "B-PLATS", "O", "O", "O", "O"]), offsets, TAGS, text=text)
     assert [(s.start, s.end, s.type) for s in spans] == [(0, 6, "PLATS")]
+
+
+# --- the array decoder against the per-token loop it replaced ---------------------------------------------------
+
+
+def _loop_decode_spans(tag_probs: np.ndarray, offsets: list[tuple[int, int]], tags: list[str], text: str) -> list:
+    """The decoder as it was, one Python step per token: the reference the array version must reproduce."""
+    words: list[list[int]] = []  # [start, end, first token]
+    for index, (raw_start, raw_end) in enumerate(offsets):
+        start, end = raw_start, raw_end
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if start >= end:
+            continue
+        previous = words[-1] if words else None
+        if previous is not None and (
+            start < previous[1] or (start == previous[1] and text[start - 1].isalnum() and text[start].isalnum())
+        ):
+            previous[1] = max(end, previous[1])
+        else:
+            words.append([start, end, index])
+    spans: list[tuple[int, int, str, float]] = []
+    current: list | None = None
+    for start, end, first in words:
+        probs = tag_probs[first]
+        best = int(np.argmax(probs))
+        if tags[best] == "O":
+            if current is not None:
+                spans.append((current[1], current[2], current[0], float(np.mean(current[3]))))
+            current = None
+            continue
+        prefix, kind = tags[best].split("-", 1)
+        if prefix == "I" and current is not None and current[0] == kind:
+            current = [kind, current[1], end, [*current[3], float(probs[best])]]
+        else:
+            if current is not None:
+                spans.append((current[1], current[2], current[0], float(np.mean(current[3]))))
+            current = [kind, start, end, [float(probs[best])]]
+    if current is not None:
+        spans.append((current[1], current[2], current[0], float(np.mean(current[3]))))
+    return spans
+
+
+@st.composite
+def tokenised_texts(draw: st.DrawFn) -> tuple[str, list[tuple[int, int]], np.ndarray]:
+    """A text cut into tokens the way sentencepiece cuts: contiguous pieces (a space joins the piece after it),
+    now and then an empty special token or a piece that overlaps the one before, and random tag probabilities."""
+    text = draw(st.text(alphabet="ab Åö1,.-\u00a0\t😀ᄀ", min_size=1, max_size=40))
+    cuts = sorted(draw(st.sets(st.integers(1, len(text)), max_size=len(text))) | {len(text)})
+    offsets, start = [(0, 0)], 0
+    for end in cuts:
+        offsets.append((start, end))
+        if draw(st.integers(0, 9)) == 0:
+            offsets.append((start, min(start + 1, end)))  # overlaps the piece before
+        start = end
+    offsets.append((0, 0))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    logits = rng.normal(size=(len(offsets) + draw(st.integers(0, 3)), len(TAGS))) * 2
+    logits[:, 0] += draw(st.floats(-2, 2))
+    return text, offsets, np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(tokenised_texts())
+def test_array_decoder_equals_the_per_token_loop(case: tuple[str, list[tuple[int, int]], np.ndarray]) -> None:
+    text, offsets, probs = case
+    spans = decode_spans(probs, offsets, TAGS, text=text)
+    expected = _loop_decode_spans(probs, offsets, TAGS, text)
+    assert [(s.start, s.end, s.type) for s in spans] == [(start, end, kind) for start, end, kind, _ in expected]
+    assert [s.score for s in spans] == pytest.approx([score for *_, score in expected], abs=1e-12)
