@@ -7,7 +7,8 @@
 #   docker build -t kommunrouter-train:cuda --target train \
 #       --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 .   the same with CUDA PyTorch
 #
-# The serving image holds no torch: onnxruntime + tokenizers run the exported models/default, which is baked in.
+# The serving image holds no torch: onnxruntime or OpenVINO (whichever is faster here and reproduces the artifact's
+# parity sample, chosen at start-up) + tokenizers run the exported models/default, which is baked in.
 
 # cpu or gpu: which runtime base the service is built on.
 ARG VARIANT=cpu

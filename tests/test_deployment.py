@@ -607,7 +607,7 @@ def test_requirements_script_reads_the_groups_of_pyproject(capsys: pytest.Captur
     pyproject = REPO / "pyproject.toml"
     base = script.requirements(pyproject, "base")
     names = {script.requirement_name(line) for line in base}
-    assert {"onnxruntime", "tokenizers", "fastapi", "uvicorn", "alembic"} <= names
+    assert {"onnxruntime", "openvino", "tokenizers", "fastapi", "uvicorn", "alembic"} <= names
     assert not names & {"torch", "transformers", "onnxruntime-gpu"}
     assert script.requirements(pyproject, "train", ["Torch"]) == [
         line
@@ -941,6 +941,11 @@ def test_serving_environment_built_like_the_image_serves_the_default_model(
         [str(image.venv / "bin" / "python"), "-c", "import torch"], env=environment, capture_output=True, text=True
     )
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
+    # Both engines of `auto` are installed (the serving stage copies the build stage's venv).
+    engines = subprocess.run(
+        [str(image.venv / "bin" / "python"), "-c", "import onnxruntime, openvino"], env=environment, capture_output=True
+    )
+    assert engines.returncode == 0, engines.stderr
 
     serve = dockerfile.stage("serve")
     port = free_port()
