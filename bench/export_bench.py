@@ -37,7 +37,9 @@ def run_export_bench(run_dir: Path) -> dict[str, Any]:
     encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        _, report = check_and_build_graph(model, reports, labels, encoded, pad_token_id(tokenizer), Path(tmp), "int8")
+        _, report, _ = check_and_build_graph(
+            model, reports, labels, encoded, pad_token_id(tokenizer), Path(tmp), "int8"
+        )
     seconds = time.perf_counter() - started
     largest_diff = max(report.fp32_max_abs_diff.values())
     agreement = report.int8_department_agreement

@@ -18,11 +18,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-# In this order: service_load reads (d)'s throughput from inference.json.
-SCRIPTS = ("export_bench", "inference", "service_load", "accuracy")
+# In this order: service_load reads the in-process rates from engines.json (and inference.json).
+SCRIPTS = ("export_bench", "inference", "engines", "service_load", "accuracy")
 RESULT_FILES = {
     "export_bench": "export.json",
     "inference": "inference.json",
+    "engines": "engines.json",
     "service_load": "service_load.json",
     "accuracy": "accuracy.json",
 }
@@ -235,6 +236,73 @@ def _budget_lines(inference: dict[str, Any]) -> list[str]:
     ]
 
 
+def _engines_section(engines: dict[str, Any]) -> list[str]:
+    setup, startup = engines["setup"], engines["auto_startup"]
+    rows = []
+    for name, way in engines["ways"].items():
+        one, batched = way["batch_1"], way["batch_32"]
+        rows.append(
+            [
+                f"**{name}**" if name == "service" else name,
+                way["family"],
+                _number(one["texts_per_s"]),
+                _number(one["latency_ms"]["p50"]),
+                _number(batched["texts_per_s"]),
+                f"{one['department_agreement']:.1%} / {batched['department_agreement']:.1%} ({batched['agreement_with']})",
+            ]
+        )
+    candidates = [
+        [
+            c["engine"],
+            "-" if c["texts_per_s"] is None else _number(c["texts_per_s"]),
+            "-" if not c["agreement"] else f"{c['agreement']['department']:.1%}",
+            "yes" if c["passed"] else "no",
+            c["note"] or "-",
+        ]
+        for c in startup["candidates"]
+    ]
+    sweep = engines["token_budget_sweep"]
+    budgets = sorted({budget for rates in sweep.values() for budget in rates}, key=int)
+    around = engines["around_the_model"]
+    graph = engines["notes"].get("graph_mb", {})
+    skipped = engines["notes"].get("ctranslate2_int8_skipped")
+    return [
+        "## Engines side by side",
+        "",
+        f"{setup['batch_1_texts']} test texts one at a time, then all {setup['batch_32_texts']} in length-sorted "
+        f"batches of 32 ({setup['batch_32_repeats']} passes), {setup['threads']} threads, calls interleaved in one "
+        "process. "
+        f"Rows `artifact`: {setup['artifact_version']} through the service's `ReportModel.predict`; rows `checkpoint`: "
+        f"{setup['checkpoint']}.",
+        "",
+        *_table(
+            ["way", "family", "batch 1 texts/s", "p50 ms", "batch 32 texts/s", "department agreement, batch 1 / 32"],
+            rows,
+        ),
+        f"`auto` at start-up chose **{startup['engine']}** ({startup['device']}, {startup['max_batch_tokens']} tokens "
+        f"per call) in {startup['choice_seconds']:.2f} s (load {startup['load_seconds']:.2f} s), against "
+        f"{startup['reference']}:",
+        "",
+        *_table(["candidate", "texts/s", "department agreement", "kept", "note"], candidates),
+        "Token budget per call (`KOMMUNROUTER_MAX_BATCH_TOKENS`), texts/s at batch 32:",
+        "",
+        *_table(
+            ["engine", *budgets], [[name, *(_number(rates.get(b)) for b in budgets)] for name, rates in sweep.items()]
+        ),
+        f"Work around the model call (tokenisation, padding, softmax, ranking, keyword spans): "
+        f"{around['batch_1_ms_per_text']:.2f} ms per text at batch 1, "
+        f"{around['batch_32_ms_per_text']:.2f} at batch 32. "
+        + (
+            f"Graph sizes of the checkpoint: fp32 {graph['fp32']:.1f} MB, fp16 about {graph['fp16_estimate']:.1f} MB, "
+            f"int8 {graph['int8']:.1f} MB."
+            if graph
+            else ""
+        )
+        + (f" CTranslate2 skipped: {skipped}." if skipped else ""),
+        "",
+    ]
+
+
 def _service_section(service: dict[str, Any], results: Path) -> list[str]:
     reference = service["model_reference"]
     rows = []
@@ -264,16 +332,22 @@ def _service_section(service: dict[str, Any], results: Path) -> list[str]:
         "## The service under load",
         "",
         "`kommunrouter serve` (one worker) on loopback, audit log in SQLite, then in PostgreSQL; each request a "
-        "POST /v1/classify of one test text. The model's own rate, (d) at batch 32: "
+        "POST /v1/classify of one test text. The model's own rate in process, batch 32: "
         f"{reference['batched_texts_per_s']:.1f} texts/s, batch-1 p50 {reference['batch_1_p50_ms']:.1f} ms "
-        f"({reference['source']}).",
+        f"({reference['source']}). The served engine: "
+        + ", ".join(
+            f"{backend} {result['engine']['engine']}"
+            for backend, result in service["backends"].items()
+            if "engine" in result
+        )
+        + ".",
         "",
         *_table(
             [
                 "audit DB",
                 "in flight",
                 "texts/s",
-                "of (d)",
+                "of in-process",
                 "p50 ms",
                 "p95 ms",
                 "p99 ms",
@@ -372,6 +446,7 @@ def write_summary(results: Path, status: dict[str, dict[str, Any]] | None = None
     lines += _targets_section(loaded)
     sections = {
         "inference": lambda r: _inference_section(r, results),
+        "engines": _engines_section,
         "service_load": lambda r: _service_section(r, results),
         "export_bench": _export_section,
         "accuracy": lambda r: _accuracy_section(r, results),

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench import accuracy, inference, service_load
+from bench import accuracy, engines, inference, service_load
 from bench.run_all import write_summary
 
 FIXTURE_TEXTS = Path(__file__).parent / "fixtures" / "dev.jsonl"
@@ -29,6 +29,16 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path, tiny_a
             "--repeats=1",
             "--gemm-size=64",
             f"--out={out / 'inference.json'}",
+        ]
+    )
+    engines.main(
+        [
+            f"--run={tiny_run}",
+            f"--artifact={tiny_artifact}",
+            f"--texts={FIXTURE_TEXTS}",
+            "--batch1-texts=3",
+            "--repeats=1",
+            f"--out={out / 'engines.json'}",
         ]
     )
     (out / "learning_curve.json").write_text(json.dumps(LEARNING_CURVE_POINTS))
@@ -90,6 +100,30 @@ def test_inference_reports_the_machine_limit(results_dir: Path) -> None:
     assert all(isinstance(t["met"], bool) for t in targets)
 
 
+def test_engines_puts_the_shipped_engine_beside_its_peers(results_dir: Path) -> None:
+    result = load(results_dir / "engines.json")
+    assert "flags" in result["machine"]["cpu"] and result["machine"]["packages"]["openvino"]
+    ways = result["ways"]
+    assert {"onnxruntime", "openvino_f32", engines.SERVICE, "pytorch_fp32", "pytorch_bf16"} <= set(ways)
+    assert {"openvino_bf16_fp32_graph", "openvino_bf16_int8_graph"} <= set(ways)
+    assert "ctranslate2_int8" in ways or "ctranslate2_int8_skipped" in result["notes"]
+    for way in ways.values():
+        for mode in engines.MODES:
+            assert way[mode]["texts_per_s"] > 0 and set(way[mode]["latency_ms"]) == LATENCY_FIELDS
+            # The tiny run is the artifact's: every way is held to PyTorch fp32 of the same weights.
+            assert way[mode]["agreement_with"] == "pytorch_fp32"
+    # Exports of the very weights PyTorch runs: a bench comparing different models would show here.
+    for name in ("onnxruntime", "openvino_f32", engines.SERVICE, "openvino_bf16_fp32_graph"):
+        assert ways[name]["batch_32"]["department_agreement"] == 1.0
+    startup = result["auto_startup"]
+    assert startup["engine"] in {c["engine"] for c in startup["candidates"] if c["passed"]}
+    assert startup["choice_seconds"] <= startup["load_seconds"]
+    assert set(result["token_budget_sweep"]["onnxruntime"]) == {str(b) for b in engines.TOKEN_BUDGETS}
+    assert result["around_the_model"]["batch_1_ms_per_text"] > 0
+    assert result["notes"]["graph_mb"]["int8"] < result["notes"]["graph_mb"]["fp32"]
+    assert {t["name"] for t in result["targets"]} >= {"auto_startup_s", "service_vs_onnxruntime"}
+
+
 def test_a_missing_run_says_to_train_first(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="make train"):
         inference.main([f"--run={tmp_path / 'missing'}", f"--out={tmp_path / 'inference.json'}"])
@@ -143,6 +177,7 @@ def test_summary_shows_what_was_measured_and_names_what_was_not(results_dir: Pat
     assert "| max_batch_tokens | texts/s | x (a) |" in summary
     assert "### Learning curve (test split)" in summary
     assert "(d) >= 4x (a) texts/s at batch 1" in summary  # the targets table
+    assert "## Engines side by side" in summary and "`auto` at start-up chose" in summary
     assert "Not measured: service_load.json is missing." in summary
     assert "Not measured: export.json is missing." in summary
     assert (results_dir / "inference_throughput.png").stat().st_size > 0
@@ -159,12 +194,14 @@ def test_service_load_counts_an_audit_row_per_answer(tiny_artifact: Path, result
             "--requests=5,12",
             "--backends=sqlite",
             f"--inference-json={results_dir / 'inference.json'}",
+            f"--engines-json={results_dir / 'engines.json'}",
             f"--out={out}",
         ]
     )
     result = load(out)
-    # inference.json measured this artifact: its (d) is the reference.
-    assert result["model_reference"]["source"] == str(results_dir / "inference.json")
+    # engines.json measured this artifact: its service row is the reference.
+    assert result["model_reference"]["source"] == str(results_dir / "engines.json")
+    assert result["backends"]["sqlite"]["engine"]["setting"] == "auto"
     sqlite = result["backends"]["sqlite"]
     assert [(level["concurrency"], level["requests"]) for level in sqlite["levels"]] == [(1, 5), (4, 12)]
     for level in sqlite["levels"]:
@@ -172,4 +209,9 @@ def test_service_load_counts_an_audit_row_per_answer(tiny_artifact: Path, result
         assert set(level["latency_ms"]) == LATENCY_FIELDS
         assert level["mean_model_batch"] >= 1
     assert sqlite["audit_rows_total"] == sqlite["requests_total"] == service_load.WARMUP_REQUESTS + 5 + 12
-    assert {t["name"] for t in result["targets"]} == {"sqlite_errors", "sqlite_lost_audit_rows", "sqlite_c1_p50_ms"}
+    assert {t["name"] for t in result["targets"]} == {
+        "sqlite_errors",
+        "sqlite_lost_audit_rows",
+        "sqlite_c1_p50_ms",
+        "sqlite_c1_p50_8ms",
+    }
