@@ -248,7 +248,8 @@ def _engines_section(engines: dict[str, Any]) -> list[str]:
                 _number(one["texts_per_s"]),
                 _number(one["latency_ms"]["p50"]),
                 _number(batched["texts_per_s"]),
-                f"{one['department_agreement']:.1%} / {batched['department_agreement']:.1%} ({batched['agreement_with']})",
+                f"{one['department_agreement']:.1%} / {batched['department_agreement']:.1%} "
+                f"({batched['agreement_with']})",
             ]
         )
     candidates = [
