@@ -4,10 +4,11 @@ Run it there, after `pip uninstall -y onnxruntime && pip install onnxruntime-gpu
 
     python -m bench.cuda_check --artifact models/default --data data/reports/test.jsonl
 
-It loads the artifact the way the service does with KOMMUNROUTER_EXECUTION_PROVIDER=cuda, checks that the graph
-really runs on CUDAExecutionProvider (the service falls back to CPU silently but for a warning), compares every
-prediction with the CPU provider on the same texts, times both, and writes bench/results/cuda_check.json. It exits
-non-zero when CUDA is not used or the department predictions disagree on more than 1% of the texts.
+It loads the artifact the way the service does with KOMMUNROUTER_EXECUTION_PROVIDER=cuda and KOMMUNROUTER_ENGINE=auto,
+checks that `auto` kept onnxruntime on CUDA (CUDA stays on onnxruntime; the service falls back to CPU silently but
+for a warning) and that it passed the artifact's parity sample, compares every prediction with the engine `auto`
+picks on the CPU on the same texts, times both, and writes bench/results/cuda_check.json. It exits non-zero when
+CUDA is not used, the parity sample failed, or the department predictions disagree on more than 1% of the texts.
 """
 
 from __future__ import annotations
@@ -31,19 +32,29 @@ def main() -> int:
     result: dict[str, object] = {"texts": len(texts)}
     predictions = {}
     for provider in ("cuda", "cpu"):
-        model = ReportModel.load(args.artifact, execution_provider=provider, intra_op_threads=2, max_batch_tokens=8192)
+        model = ReportModel.load(args.artifact, engine="auto", execution_provider=provider, intra_op_threads=2)
         model.predict(texts[:8])  # warm-up: CUDA kernels and memory arenas are set up on the first calls
         started = time.perf_counter()
         predictions[provider] = model.predict(texts)
         seconds = time.perf_counter() - started
-        result[provider] = {"provider": model.provider, "texts_per_s": round(len(texts) / seconds, 1)}
+        choice = model.engine_choice
+        result[provider] = {
+            "engine": model.engine.name,
+            "provider": model.provider,
+            "max_batch_tokens": model.max_batch_tokens,
+            "texts_per_s": round(len(texts) / seconds, 1),
+            "parity_passed": choice is not None and choice.passed,
+            "parity_agreement": None if choice is None else choice.chosen.agreement,
+            "startup_s": None if choice is None else round(choice.startup_s, 2),
+        }
     agreement = sum(
         a.department[0].label == b.department[0].label
         for a, b in zip(predictions["cuda"], predictions["cpu"], strict=True)
     ) / len(texts)
     result["department_agreement"] = agreement
-    on_cuda = result["cuda"]["provider"] == "CUDAExecutionProvider"  # type: ignore[index]
-    result["ok"] = on_cuda and agreement >= 0.99
+    cuda: dict[str, object] = result["cuda"]  # type: ignore[assignment]
+    on_cuda = cuda["provider"] == "CUDAExecutionProvider" and cuda["engine"] == "onnxruntime-cuda"
+    result["ok"] = on_cuda and bool(cuda["parity_passed"]) and agreement >= 0.99
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
