@@ -113,6 +113,7 @@ class ReportModel:
         self.engine = engine
         self.engine_choice = engine_choice
         self._tokenizer = _configure(tokenizer, manifest)
+        self._keyword_tags = manifest.keyword_tags
         self.max_batch_tokens = max_batch_tokens or engine.max_batch_tokens
         self._on_model_call = on_model_call
 
@@ -242,7 +243,7 @@ class ReportModel:
     ) -> ModelPrediction:
         tag_probs = batch.probs[SPAN_TASK][row]
         keywords = []
-        for span in decode_spans(tag_probs, encoding.offsets, self.manifest.keyword_tags, text=normalized.text):
+        for span in decode_spans(tag_probs, encoding.offsets, self._keyword_tags, text=normalized.text):
             start, end = normalized.to_original(span.start, span.end)
             keywords.append(Keyword(text=original[start:end], type=span.type, start=start, end=end, score=span.score))
         return ModelPrediction(

@@ -277,6 +277,8 @@ def choose_engine(
     load_seconds: dict[str, float] = {}  # the slowest load so far per runtime: what the next one will likely take
     for candidate in order:
         expected_end = selection.elapsed() + load_seconds.get(candidate.runtime, 0.0)
+        if selection.best is not None and selection.best[1].texts_per_s:
+            expected_end += sample.size / selection.best[1].texts_per_s  # its run, at the best rate so far
         if selection.best is not None and expected_end >= budget_s:
             selection.measurements.append(
                 EngineMeasurement(candidate.name, False, note=f"not tried: start-up budget of {budget_s:g} s spent")
