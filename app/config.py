@@ -56,8 +56,8 @@ class Settings(BaseSettings):
         ge=1,
         description=(
             "Most padded tokens (texts x longest text) in one model call; a micro-batch beyond it is split, "
-            "shortest texts together. Default: the engine's own (onnxruntime CPU 256, OpenVINO f32 1024, "
-            "OpenVINO bf16 4096, CUDA 8192; bench/results/engines.json)."
+            "shortest texts together. Default: the engine's own (onnxruntime CPU 256, OpenVINO 1024, CUDA 8192; "
+            "bench/results/engines.json)."
         ),
     )
     max_text_chars: int = Field(10_000, ge=1, description="Longest accepted report text, in characters.")

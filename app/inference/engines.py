@@ -29,14 +29,15 @@ logger = logging.getLogger(__name__)
 
 Runtime = Literal["onnxruntime", "openvino"]
 
-# Padded tokens (texts x longest text) per model call that suit each engine on the CPUs measured (2 cores, AMX;
-# bench/results/engines.json): onnxruntime's int8 kernels gain nothing from larger calls and lose to padding, while
-# OpenVINO's bf16 (AMX) kernels need larger matrices to fill their tiles. KOMMUNROUTER_MAX_BATCH_TOKENS overrides.
+# Padded tokens (texts x longest text) per model call that suit each engine, measured at batch 32 on 2 cores with
+# AMX (bench/results/engines.json, token_budget_sweep): onnxruntime's int8 kernels gain nothing from larger calls and
+# lose to padding (256: 25.7 texts/s, 4,096: 15.7), while OpenVINO's bf16 (AMX) kernels need larger matrices to fill
+# their tiles (256: 42.2, 1,024: 58.0, 4,096: 55.3). KOMMUNROUTER_MAX_BATCH_TOKENS overrides.
 MAX_BATCH_TOKENS = {
     "onnxruntime-cpu": 256,
     "onnxruntime-cuda": 8192,
     "openvino-f32": 1024,
-    "openvino-bf16": 4096,
+    "openvino-bf16": 1024,
 }
 OPENVINO_DEVICE = "CPU"
 

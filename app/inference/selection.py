@@ -35,6 +35,9 @@ from app.inference.engines import Engine, EngineCandidate
 logger = logging.getLogger(__name__)
 
 STARTUP_BUDGET_S = 5.0
+# A candidate is tried only when the slowest load of its runtime so far, times this margin (loads vary on a busy
+# machine), plus its run at the best rate so far, still fits in the budget.
+LOAD_TIME_MARGIN = 1.5
 
 # Report-like texts for artifacts without a parity sample: the lengths and mix (Swedish, English, numbers,
 # addresses, å/ä/ö) of what the service sees. They only measure speed and agreement between engines.
@@ -276,7 +279,7 @@ def choose_engine(
     fallback_engine: Engine | None = None
     load_seconds: dict[str, float] = {}  # the slowest load so far per runtime: what the next one will likely take
     for candidate in order:
-        expected_end = selection.elapsed() + load_seconds.get(candidate.runtime, 0.0)
+        expected_end = selection.elapsed() + LOAD_TIME_MARGIN * load_seconds.get(candidate.runtime, 0.0)
         if selection.best is not None and selection.best[1].texts_per_s:
             expected_end += sample.size / selection.best[1].texts_per_s  # its run, at the best rate so far
         if selection.best is not None and expected_end >= budget_s:
