@@ -435,14 +435,26 @@ def _targets_section(loaded: dict[str, dict[str, Any] | None]) -> list[str]:
 def write_summary(results: Path, status: dict[str, dict[str, Any]] | None = None) -> Path:
     """summary.md and its plots from whatever results exist; missing ones are named."""
     loaded = {name: _load(results, name) for name in SCRIPTS}
-    machine = next((r["machine"] for r in loaded.values() if r and "machine" in r), None)
     lines = ["# Benchmarks", ""]
-    if machine:
+    machines = [(name, r["machine"]) for name, r in loaded.items() if r and "machine" in r]
+    if machines:
         lines += [
-            f"Measured {machine['measured_at']} on {machine['cpu']['model']} ({machine['cpu']['logical_cores']} "
-            f"logical cores; {', '.join(machine['cpu']['flags'])}), load average {machine['load_average_1m']:.1f} "
-            "at the start: the machine is shared, so absolute numbers drift; ratios were measured side by side.",
+            "Each result records where and when it was measured (the machine is shared, so absolute numbers drift; "
+            "ratios were measured side by side):",
             "",
+            *_table(
+                ["benchmark", "measured", "CPU", "flags", "load average at the start"],
+                [
+                    [
+                        name,
+                        machine["measured_at"],
+                        f"{machine['cpu']['model']} ({machine['cpu']['logical_cores']} logical cores)",
+                        ", ".join(machine["cpu"]["flags"]),
+                        _number(machine["load_average_1m"]),
+                    ]
+                    for name, machine in machines
+                ],
+            ),
         ]
     lines += _targets_section(loaded)
     sections = {

@@ -37,7 +37,7 @@ from app.inference.selection import (
     read_parity_sample,
 )
 from app.inference.spans import NormalizedText, decode_spans, normalize_nfc
-from app.inference.tensors import pad_batch, softmax
+from app.inference.tensors import length_sorted_chunks, pad_batch, softmax
 
 logger = logging.getLogger(__name__)
 
@@ -191,22 +191,12 @@ class ReportModel:
         normalized = [normalize_nfc(text) for text in texts]
         encodings: list[Encoding] = self._tokenizer.encode_batch([item.text for item in normalized])
         predictions: dict[int, ModelPrediction] = {}
-        for chunk in self._length_sorted_chunks([len(encoding.ids) for encoding in encodings]):
+        lengths = [len(encoding.ids) for encoding in encodings]
+        for chunk in length_sorted_chunks(lengths, self.max_batch_tokens):
             probabilities = self._probabilities(self._run([encodings[i] for i in chunk]))
             for row, i in enumerate(chunk):
                 predictions[i] = self._decode(probabilities, row, encodings[i], normalized[i], texts[i])
         return [predictions[i] for i in range(len(texts))]
-
-    def _length_sorted_chunks(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices grouped shortest first, each group's ``size x longest`` within the token budget."""
-        chunks: list[list[int]] = []
-        for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-            # Sorted ascending, so the newcomer is the longest of its group.
-            if chunks and (len(chunks[-1]) + 1) * lengths[index] <= self.max_batch_tokens:
-                chunks[-1].append(index)
-            else:
-                chunks.append([index])
-        return chunks
 
     def _run(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
         input_ids, attention_mask = pad_batch(

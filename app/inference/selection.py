@@ -31,6 +31,7 @@ from app.artifact import (
 )
 from app.config import EngineSetting
 from app.inference.engines import Engine, EngineCandidate
+from app.inference.tensors import length_sorted_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -151,22 +152,11 @@ class _Run:
     seconds: float
 
 
-def _chunks(lengths: np.ndarray, max_batch_tokens: int) -> list[np.ndarray]:
-    """Row indices shortest first, each group's ``size x longest`` within the budget (as the service batches)."""
-    chunks: list[list[int]] = []
-    for index in np.argsort(lengths, kind="stable"):
-        if chunks and (len(chunks[-1]) + 1) * lengths[index] <= max_batch_tokens:
-            chunks[-1].append(int(index))
-        else:
-            chunks.append([int(index)])
-    return [np.array(chunk) for chunk in chunks]
-
-
 def run_sample(engine: Engine, sample: ParitySample, *, give_up_after_s: float | None = None) -> _Run | None:
     """The sample through an engine in its own batch sizes (after one warm-up call), timed; None when it ran
     longer than ``give_up_after_s``."""
     lengths = sample.attention_mask.sum(axis=1)
-    chunks = _chunks(lengths, engine.max_batch_tokens)
+    chunks = [np.array(chunk) for chunk in length_sorted_chunks(lengths.tolist(), engine.max_batch_tokens)]
 
     def call(rows: np.ndarray) -> dict[str, np.ndarray]:
         width = int(lengths[rows].max())

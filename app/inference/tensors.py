@@ -19,6 +19,19 @@ def pad_batch(input_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarr
     return ids_array, filled.astype(np.int64)
 
 
+def length_sorted_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped shortest first, each group's ``size x longest`` within ``max_tokens`` padded tokens (a text
+    longer than the budget runs alone): how the service cuts a batch into model calls."""
+    chunks: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        # Sorted ascending, so the newcomer is the longest of its group.
+        if chunks and (len(chunks[-1]) + 1) * lengths[index] <= max_tokens:
+            chunks[-1].append(index)
+        else:
+            chunks.append([index])
+    return chunks
+
+
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Probabilities over the last axis of ``logits / temperature``, in float64 (the artifact's calibration)."""
     scaled = logits.astype(np.float64) / temperature
