@@ -127,6 +127,64 @@ def data_import(
     typer.echo(summary.describe())
 
 
+@cli.command("classify")
+def classify_command(
+    file: Annotated[
+        Path, typer.Argument(help="Reports to classify: .csv (any of Excel's encodings), .xlsx or .jsonl.")
+    ],
+    text_column: Annotated[str, typer.Option(help="Column (or JSONL key) holding the report text.")],
+    out: Annotated[Path, typer.Option(help="Results: .jsonl or .csv; rows already in it are skipped (resume).")],
+    id_column: Annotated[
+        str | None, typer.Option(help="Column holding the case id, kept in the results (default: the line number).")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Model artifact (default: KOMMUNROUTER_MODEL_DIR).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes, each with its own model (when cores are spare).")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Threads per model call (default: KOMMUNROUTER_INTRA_OP_THREADS, or cores/workers)."),
+    ] = None,
+    encoding: Annotated[str | None, typer.Option(help=ENCODING_HELP)] = None,
+    delimiter: Annotated[str | None, typer.Option(help=DELIMITER_HELP)] = None,
+    window: Annotated[int, typer.Option(min=1, help="Rows read, length-sorted and written together.")] = 512,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with the rate and ETA on stderr.")] = True,
+) -> None:
+    """Classify every report of a file in-process, with the service's model and decisions (no HTTP, no audit log).
+
+    Each row gets the API's answer (department with score and alternatives, destination, sentiment, severity,
+    keywords with offsets, language, needs_review, model version) with its line and id, or an error in its place.
+    Results are written in input order, window by window; run the same command again to resume after a stop.
+    """
+    import os
+
+    from app.bulk import classify_file
+    from app.config import get_settings
+
+    settings = get_settings()
+    overrides: dict[str, object] = {}
+    if model is not None:
+        overrides["model_dir"] = model
+    if threads is not None or workers > 1:
+        overrides["intra_op_threads"] = threads or max(1, (os.cpu_count() or 1) // workers)
+    try:
+        summary = classify_file(
+            file,
+            out=out,
+            text_column=text_column,
+            id_column=id_column,
+            settings=settings.model_copy(update=overrides),
+            encoding=encoding,
+            delimiter=delimiter,
+            workers=workers,
+            window=window,
+            progress=progress,
+            on_read=lambda line: typer.echo(line, err=True),
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: the rows written to {out} are kept; run the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(summary.describe())
+
+
 @base_cli.command("build")
 def base_build(
     out: Annotated[Path, typer.Option(help="Directory for config.json, model.safetensors, tokenizer.json, report.")],

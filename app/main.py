@@ -20,8 +20,7 @@ from app.audit.database import database_is_reachable, make_engine, upgrade_datab
 from app.audit.writer import AuditWriter
 from app.config import Settings, get_settings
 from app.errors import ConfigurationError, KommunrouterError
-from app.inference.classifier import Classifier
-from app.inference.model import ReportModel
+from app.inference.classifier import load_classifier
 from app.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -57,21 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "for local demos only"
         )
     try:
-        model = ReportModel.load(
-            settings.model_dir,
-            execution_provider=settings.execution_provider,
-            intra_op_threads=settings.intra_op_threads,
-            max_batch_tokens=settings.max_batch_tokens,
-            on_model_call=metrics.observe_model_call,
-        )
-        classifier = Classifier(
-            model,
-            routing_table=settings.routing_table,
-            review_threshold=settings.review_threshold,
-            max_text_chars=settings.max_text_chars,
-            max_batch_size=settings.max_batch_size,
-            max_batch_wait_ms=settings.max_batch_wait_ms,
-        )
+        classifier = load_classifier(settings, on_model_call=metrics.observe_model_call)
+        model = classifier.model
         engine = make_engine(settings.database_url)
         if settings.migrate_on_start:
             upgrade_database(settings.database_url)
