@@ -314,8 +314,11 @@ def classify_file(
     window: int = DEFAULT_WINDOW,
     progress: bool = True,
     on_read: Callable[[str], None] | None = None,
+    classifier: Classifier | None = None,
 ) -> BulkSummary:
-    """Classify every row of ``source`` into ``out`` (.csv or .jsonl), continuing an earlier run's ``out``."""
+    """Classify every row of ``source`` into ``out`` (.csv or .jsonl), continuing an earlier run's ``out``.
+
+    ``classifier``: one already loaded from ``settings`` (one process only), e.g. to measure it beside this run."""
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"--out must end in .csv or .jsonl, not {out.name}")
     if out.exists() and source.exists() and out.resolve() == source.resolve():
@@ -328,6 +331,8 @@ def classify_file(
     id_index = table.column(id_column, option="--id-column")
     if on_read is not None:
         on_read(table.describe())
+    if classifier is not None and workers > 1:
+        raise DataError("a loaded classifier runs in this process only: workers must be 1")
     version = read_manifest(settings.model_dir).model_version
     done, done_version = rows_already_written(out, by_id=id_index is not None)
     if done_version is not None and done_version != version:
@@ -349,7 +354,7 @@ def classify_file(
                 summary=summary,
             )
             if workers == 1:
-                _run_here(windows, settings, output, summary, bar)
+                _run_here(windows, settings, output, summary, bar, classifier)
             else:
                 _run_in_workers(windows, settings, workers, output, summary, bar)
         finally:
@@ -364,13 +369,18 @@ def _write(window: _Window, predicted: Sequence[Record], output: OutputFile, sum
 
 
 def _run_here(
-    windows: Iterator[_Window], settings: Settings, output: OutputFile, summary: BulkSummary, bar: _Progress
+    windows: Iterator[_Window],
+    settings: Settings,
+    output: OutputFile,
+    summary: BulkSummary,
+    bar: _Progress,
+    loaded: Classifier | None,
 ) -> None:
     # The progress bar moves with every model call, so it shows the rate while a window runs.
-    classifier = load_classifier(settings, on_model_call=lambda texts, _seconds: bar.advance(texts))
+    classifier = loaded or load_classifier(settings, on_model_call=lambda texts, _seconds: bar.advance(texts))
     for window in windows:
         _write(window, classify_rows(classifier, window.pending) if window.pending else [], output, summary)
-        bar.advance(len(window.slots) - len(window.pending))
+        bar.advance(len(window.slots) - (0 if loaded else len(window.pending)))
 
 
 def _run_in_workers(
