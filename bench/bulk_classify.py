@@ -146,14 +146,14 @@ def raw_rate(model: ReportModel, texts: list[str], window: int) -> dict[str, flo
     return {"texts": len(texts), "seconds": round(seconds, 2), "texts_per_s": round(len(texts) / seconds, 2)}
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="Reports in the archive.")
     parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="The model artifact.")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="Rows per window (classify --window).")
     parser.add_argument("--raw-texts", type=int, default=1024, help="Texts of the raw rate, before and after.")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "bulk_classify.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     require(args.artifact / "manifest.json", "the model artifact")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     settings = Settings(model_dir=args.artifact, intra_op_threads=THREADS)
