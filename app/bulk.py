@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -224,6 +225,8 @@ _worker_classifier: Classifier | None = None
 
 def _start_worker(settings: Settings) -> None:
     global _worker_classifier
+    # Ctrl-C is the parent's to handle: it stops submitting and lets the windows in progress finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_classifier = load_classifier(settings)
 
 
@@ -402,14 +405,18 @@ def _run_in_workers(
             _write(window, future.result() if future is not None else [], output, summary)
             bar.advance(len(window.slots))
 
-        for window in windows:
-            future = pool.submit(_classify_in_worker, window.pending) if window.pending else None
-            in_flight.append((window, future))
-            # Two windows per worker keep every worker busy while the memory stays bounded.
-            while len(in_flight) >= 2 * workers:
+        try:
+            for window in windows:
+                future = pool.submit(_classify_in_worker, window.pending) if window.pending else None
+                in_flight.append((window, future))
+                # Two windows per worker keep every worker busy while the memory stays bounded.
+                while len(in_flight) >= 2 * workers:
+                    finish_oldest()
+            while in_flight:
                 finish_oldest()
-        while in_flight:
-            finish_oldest()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 class _Progress:

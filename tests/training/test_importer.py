@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from app.cli import cli
 from app.errors import DataError
@@ -85,24 +85,17 @@ def test_excel_export(tmp_path: Path) -> None:
     assert summary.rejected == {"empty text": 1}
 
 
+def invoke_import(tmp_path: Path, source: Path, *options: str) -> Result:
+    arguments = ["data", "import", str(source), "--text-column", "Beskrivning", "--department-column", "Förvaltning"]
+    result = CliRunner().invoke(cli, [*arguments, *options, "--out", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_cli_prints_the_summary(tmp_path: Path) -> None:
     source = tmp_path / "export.csv"
     source.write_text("Beskrivning,Förvaltning\nGropen på Ågatan,gata_park\n,gata_park\n", encoding="utf-8")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "data",
-            "import",
-            str(source),
-            "--text-column",
-            "Beskrivning",
-            "--department-column",
-            "Förvaltning",
-            "--out",
-            str(tmp_path / "o.jsonl"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    result = invoke_import(tmp_path, source)
     assert "imported 1 reports" in result.output and "empty text: 1" in result.output
     assert (tmp_path / "o.rejects.jsonl").read_text().count("\n") == 1
 
@@ -274,23 +267,7 @@ def test_a_mapping_onto_labels_outside_the_taxonomy_is_refused(tmp_path: Path) -
 def test_cli_says_what_it_detected(tmp_path: Path) -> None:
     source = tmp_path / "export.csv"
     source.write_bytes(csv_bytes(SWEDISH_ROWS, delimiter=";", encoding="cp1252"))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "data",
-            "import",
-            str(source),
-            "--text-column",
-            "Beskrivning",
-            "--department-column",
-            "Förvaltning",
-            "--severity-mapping",
-            "1=lag",
-            "--out",
-            str(tmp_path / "o.jsonl"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    result = invoke_import(tmp_path, source, "--severity-mapping", "1=lag")
     first, second = result.output.splitlines()[:2]
     assert first.startswith("read export.csv as CSV, encoding Windows-1252 (detected; --encoding to override)")
     assert "imported 4 reports" in second and "labelled: department 4" in second
