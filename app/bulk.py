@@ -204,17 +204,29 @@ def rows_already_written(out: Path, *, by_id: bool) -> tuple[set[str], str | Non
             text.seek(0)
             records: Iterator[dict[str, Any]] = csv.DictReader(text, delimiter=delimiter)
         else:
-            records = (json.loads(line) for line in text if line.strip())
+            records = (_output_record(out, number, line) for number, line in enumerate(text, start=1) if line.strip())
         for record in records:
             key = record.get("id") if by_id else record.get("line")
-            if key in (None, ""):
+            if key in (None, "") and by_id:
                 raise DataError(
-                    f"{out} was written {'without' if by_id else 'with'} --id-column: give the same options to "
-                    "resume it, or another --out"
+                    f"{out} was written without --id-column (rows keyed by line): give the same options to resume "
+                    "it, or another --out"
                 )
+            if key in (None, ""):
+                raise DataError(f"{out} holds a record without a line number: not an output of kommunrouter classify")
             keys.add(str(key))
             version = record.get("model_version") or version
     return keys, version
+
+
+def _output_record(out: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{out}:{number}: not JSON ({exc.msg}): not an output of kommunrouter classify") from exc
+    if not isinstance(record, dict):
+        raise DataError(f"{out}:{number}: not a JSON object: not an output of kommunrouter classify")
+    return record
 
 
 # --- the run ----------------------------------------------------------------------------------------------------

@@ -195,6 +195,9 @@ def test_refuses_to_mix_results_of_another_model_or_other_keys(tmp_path: Path, s
     out.write_text(json.dumps({"line": 2, "id": None, "model_version": "tiny-test"}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="written without --id-column"):
         run(settings, source, out)
+    out.write_text("Ärendenr;Beskrivning\n", encoding="utf-8")
+    with pytest.raises(DataError, match="out.jsonl:1: not JSON .*not an output of kommunrouter classify"):
+        run(settings, source, out)
     with pytest.raises(DataError, match="no column 'Text' .*columns: Ärendenr, Beskrivning"):
         run(settings, source, tmp_path / "x.jsonl", text_column="Text")
 
