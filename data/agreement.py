@@ -78,7 +78,7 @@ def agreement(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, A
 
 def describe_spans(report: dict[str, Any]) -> list[str]:
     text = report["text"]
-    return [f"{s['type']}:{text[s['start']:s['end']]}@{s['start']}" for s in report.get("keywords") or []]
+    return [f"{s['type']}:{text[s['start'] : s['end']]}@{s['start']}" for s in report.get("keywords") or []]
 
 
 def disagreements(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -86,11 +86,25 @@ def disagreements(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[di
     for first, second in pairs:
         for task in ("department", "sentiment", "severity"):
             if first[task] != second[task]:
-                rows.append({"id": first["id"], "task": task, "first": first[task], "second": second[task],
-                             "text": first["text"]})
+                rows.append(
+                    {
+                        "id": first["id"],
+                        "task": task,
+                        "first": first[task],
+                        "second": second[task],
+                        "text": first["text"],
+                    }
+                )
         if span_set(first) != span_set(second):
-            rows.append({"id": first["id"], "task": "keywords", "first": describe_spans(first),
-                         "second": describe_spans(second), "text": first["text"]})
+            rows.append(
+                {
+                    "id": first["id"],
+                    "task": "keywords",
+                    "first": describe_spans(first),
+                    "second": describe_spans(second),
+                    "text": first["text"],
+                }
+            )
     return rows
 
 
@@ -132,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
-        sys.stdout.write(format_table(result) + (f"\n({missing} first-label ids not in the second file)" if missing
-                                                  else "") + "\n")
+        sys.stdout.write(
+            format_table(result) + (f"\n({missing} first-label ids not in the second file)" if missing else "") + "\n"
+        )
     if args.disagreements:
         with args.disagreements.open("w", encoding="utf-8") as handle:
             for row in disagreements(pairs):

@@ -38,8 +38,11 @@ def summarise(path: Path) -> str:
             if not same:
                 directions[(task, row["first"], row["final"])] += 1
         (kept if same else changed)[task] += 1
-    lines = [f"{path}: {len(rows)} disagreements", "| task | disagreements | first label kept | first label changed |",
-             "|---|---|---|---|"]
+    lines = [
+        f"{path}: {len(rows)} disagreements",
+        "| task | disagreements | first label kept | first label changed |",
+        "|---|---|---|---|",
+    ]
     for task in TASKS:
         lines.append(f"| {task} | {kept[task] + changed[task]} | {kept[task]} | {changed[task]} |")
     lines.append("changes: " + ", ".join(f"{t} {a} -> {b} {n}" for (t, a, b), n in sorted(directions.items())))
