@@ -1,7 +1,8 @@
 """Write data/reports/{train,dev,test}.jsonl from the labelled source files (data/core.jsonl, then data/v2.jsonl).
 
     python3 data/split.py                          # rewrite the three splits from the pinned membership
-    python3 data/split.py --draw v2.jsonl          # draw dev and test for a new source file once, and pin them
+    python3 data/split.py --draw v2.jsonl [--train-only data/adjudication/v2_merge.jsonl]
+                                                   # draw dev and test for a new source file once, and pin them
     python3 data/split.py --check-pinned v2.jsonl LABELS.jsonl
                                                    # show that drawing on LABELS (the file as it was when it was
                                                    # drawn) reproduces the pinned membership of that source
@@ -14,7 +15,9 @@ How a source is drawn (once, with `--draw`): per department, dev and test each g
 reports (the 1.0 proportion, 17 of 115 = 14.8%), stratified by severity within the department: largest remainder,
 and every severity with at least two reports in the department gets at least one place in dev and in test, so akut
 is in both. Within each (department, severity) group the reports are sorted by id and shuffled with a seeded RNG;
-the first quota go to dev, the next quota to test, the rest to train. The seed is stored with the pins.
+the first quota go to dev, the next quota to test, the rest to train. The seed is stored with the pins. Reports
+listed as `"action": "train_only"` in the --train-only log (retellings of a train report, or of each other) take no
+part in the draw and go to train, so that no retelling pair is split across train and dev/test.
 
 Inside each split the reports keep the order of the source files (core first). Standard library only; a rerun writes
 byte-identical files.
@@ -75,11 +78,15 @@ def severity_quota(counts: Counter[str], total: int) -> dict[str, int]:
     return quota
 
 
-def draw(reports: list[dict[str, Any]], seed: int = SEED) -> dict[str, list[str]]:
+def draw(
+    reports: list[dict[str, Any]], seed: int = SEED, train_only: frozenset[str] = frozenset()
+) -> dict[str, list[str]]:
     """Stratified dev and test ids for one source (see the module docstring)."""
     rng = random.Random(seed)
     strata: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for report in reports:
+        if report["id"] in train_only:
+            continue
         strata[report["department"]][report["severity"]].append(report)
     held_out: dict[str, list[str]] = {"dev": [], "test": []}
     for department in sorted(strata):
@@ -96,6 +103,12 @@ def draw(reports: list[dict[str, Any]], seed: int = SEED) -> dict[str, list[str]
     return {name: sorted(ids, key=order.__getitem__) for name, ids in held_out.items()}
 
 
+def read_train_only(log: Path | None) -> frozenset[str]:
+    if log is None:
+        return frozenset()
+    return frozenset(row["id"] for row in read_jsonl(log) if row.get("action") == "train_only")
+
+
 def read_pins() -> dict[str, Any]:
     return json.loads(PINNED.read_text(encoding="utf-8"))
 
@@ -107,6 +120,8 @@ def write_pins(pins: dict[str, Any]) -> None:
         lines.append(f"    {json.dumps(name)}: {{")
         lines.append(f'      "drawn_on": {json.dumps(entry["drawn_on"], ensure_ascii=False)},')
         lines.append(f'      "seed": {entry["seed"]},')
+        if entry.get("train_only_log"):
+            lines.append(f'      "train_only_log": {json.dumps(entry["train_only_log"])},')
         for key in ("dev", "test"):
             ids = ",\n".join(f"        {json.dumps(i)}" for i in entry[key])
             lines.append(f'      "{key}": [\n{ids}\n      ]' + ("," if key == "dev" else ""))
@@ -149,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_pinned:
         name, labels = args.check_pinned
         entry = pins["sources"][name]
-        drawn = draw(read_jsonl(Path(labels)), entry["seed"])
+        log = entry.get("train_only_log")
+        drawn = draw(read_jsonl(Path(labels)), entry["seed"], read_train_only(DATA.parent / log if log else None))
         same = all(drawn[split] == entry[split] for split in ("dev", "test"))
         logger.info("drawing on %s %s the pinned split of %s", labels, "reproduces" if same else "DIFFERS FROM", name)
         return 0 if same else 1
