@@ -16,8 +16,9 @@ reports (the 1.0 proportion, 17 of 115 = 14.8%), stratified by severity within t
 and every severity with at least two reports in the department gets at least one place in dev and in test, so akut
 is in both. Within each (department, severity) group the reports are sorted by id and shuffled with a seeded RNG;
 the first quota go to dev, the next quota to test, the rest to train. The seed is stored with the pins. Reports
-listed as `"action": "train_only"` in the --train-only log (retellings of a train report, or of each other) take no
-part in the draw and go to train, so that no retelling pair is split across train and dev/test.
+listed as `"action": "train_only"` in the --train-only log (retellings of a train report, or of each other) count in
+the department's n but take no part in the draw and go to train, so that no retelling pair is split across train and
+dev/test.
 
 Inside each split the reports keep the order of the source files (core first). Standard library only; a rerun writes
 byte-identical files.
@@ -84,6 +85,7 @@ def draw(
     """Stratified dev and test ids for one source (see the module docstring)."""
     rng = random.Random(seed)
     strata: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    department_sizes = Counter(report["department"] for report in reports)  # train-only reports count here too
     for report in reports:
         if report["id"] in train_only:
             continue
@@ -91,9 +93,8 @@ def draw(
     held_out: dict[str, list[str]] = {"dev": [], "test": []}
     for department in sorted(strata):
         by_severity = strata[department]
-        size = sum(len(rows) for rows in by_severity.values())
         counts = Counter({sev: len(rows) for sev, rows in by_severity.items()})
-        quota = severity_quota(counts, round(size * HELD_OUT_FRACTION))
+        quota = severity_quota(counts, round(department_sizes[department] * HELD_OUT_FRACTION))
         for sev in SEVERITIES:
             rows = sorted(by_severity.get(sev, []), key=lambda r: r["id"])
             rng.shuffle(rows)
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draw", metavar="SOURCE", help="draw and pin dev/test for a new source file (e.g. v2.jsonl)")
+    parser.add_argument("--train-only", type=Path, metavar="LOG", help="with --draw: a merge log naming train-only ids")
     parser.add_argument(
         "--check-pinned",
         nargs=2,
@@ -172,12 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.draw:
         if args.draw in pins["sources"]:
             raise SystemExit(f"{args.draw} is already pinned; its membership must not be drawn again")
-        held_out = draw(read_jsonl(DATA / args.draw), SEED)
-        pins["sources"][args.draw] = {
-            "drawn_on": f"the labels of data/{args.draw} as first merged",
-            "seed": SEED,
-            **held_out,
-        }
+        held_out = draw(read_jsonl(DATA / args.draw), SEED, read_train_only(args.train_only))
+        entry: dict[str, Any] = {"drawn_on": f"the labels of data/{args.draw} as first merged", "seed": SEED}
+        if args.train_only:
+            entry["train_only_log"] = args.train_only.resolve().relative_to(DATA.parent).as_posix()
+        pins["sources"][args.draw] = {**entry, **held_out}
         write_pins(pins)
         logger.info("pinned %s: dev %d, test %d", args.draw, len(held_out["dev"]), len(held_out["test"]))
     splits = assign(present_sources(), pins)
