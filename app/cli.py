@@ -481,3 +481,7 @@ def main() -> None:
     except KommunrouterError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":  # `python -m app.cli`, as the console script does
+    main()
