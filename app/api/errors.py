@@ -20,6 +20,8 @@ from app.errors import (
     AuthenticationRequired,
     DecisionNotFound,
     DuplicateDecision,
+    FeedbackConflict,
+    IdempotencyKeyReused,
     InvalidFeedback,
     InvalidInput,
     KommunrouterError,
@@ -39,6 +41,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[KommunrouterError], int], ...] = (
     (PermissionDenied, 403),
     (DecisionNotFound, 404),
     (DuplicateDecision, 409),
+    (FeedbackConflict, 409),
+    (IdempotencyKeyReused, 409),
     (AuditUnavailable, 503),
     (ServiceUnavailable, 503),
 )
@@ -46,6 +50,7 @@ _CODE_BY_HTTP_STATUS = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 
@@ -56,6 +61,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "Invalid JSON or a body that is not UTF-8"),
         (401, f"No valid API key in the {API_KEY_HEADER} header"),
         (403, "The API key lacks the scope this endpoint needs"),
+        (408, "The body did not arrive in full within the configured time"),
         (413, "The body is larger than the configured limit"),
         (415, "The body is not JSON"),
         (422, "The JSON does not fit the schema, or the text breaks a rule (empty, too long, control characters)"),

@@ -302,7 +302,13 @@ class HealthResponse(BaseModel):
 
 class ReadinessResponse(BaseModel):
     status: Literal["ready", "not_ready"]
-    checks: dict[str, bool] = Field(description="Each readiness condition: model, database.")
+    checks: dict[str, bool] = Field(
+        description="Each readiness condition: model (loaded), database (answers), schema (at the Alembic head)."
+    )
+    code: Literal["model_not_loaded", "database_unavailable", "schema_outdated"] | None = Field(
+        None, description="Why the service is not ready (absent when it is)."
+    )
+    message: str | None = Field(None, description="What is wrong, for people (absent when ready).")
 
 
 # --- feedback and audit --------------------------------------------------------------------------------------
@@ -311,6 +317,13 @@ LABEL_ID = r"^[A-Za-z0-9_]{1,64}$"
 # Request ids are UUIDs the service made; anything printable is accepted, nothing a database cannot store.
 REQUEST_ID = r"^[\x21-\x7e]{1,128}$"
 ReviewedLabel = Annotated[str, Field(pattern=LABEL_ID)]
+# The Idempotency-Key header of POST /v1/feedback (keyword arguments of fastapi.Header).
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "alias": "Idempotency-Key",
+    "pattern": r"^[\x21-\x7e]{1,255}$",
+    "description": "A key of the client's choosing (a UUID, say) that makes a retried POST safe: the same key with "
+    "the same request returns the feedback stored the first time and stores nothing; with another request, 409.",
+}
 
 
 class KeywordLabel(BaseModel):
