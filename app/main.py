@@ -16,6 +16,7 @@ from app.api.deps import AccessControl
 from app.api.errors import install_error_handlers
 from app.api.metrics import ServiceMetrics
 from app.api.middleware import BodyLimitMiddleware, InFlightRequests, RequestContextMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import audit, classify, feedback, meta, probes
 from app.audit.database import database_is_reachable, make_engine, require_current_schema, upgrade_database
 from app.audit.writer import AuditWriter
@@ -131,10 +132,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_error = None
     install_error_handlers(app)
     # The last added runs first: every answer, a 413 included, gets a request id and is measured.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, in_flight=app.state.in_flight)
     for router in (classify.router, meta.router, probes.router, feedback.router, audit.router):
         app.include_router(router)
+    install_openapi(app)
     return app
 
 

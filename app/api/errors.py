@@ -158,6 +158,8 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         # FastAPI turns a body that does not decode into a plain 400; say what was wrong with it.
         return error_response(400, "invalid_utf8", "the body is not valid UTF-8")
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        return error_response(400, "json_too_deep", "the JSON body is nested too deep")
     code = _CODE_BY_HTTP_STATUS.get(exc.status_code, f"http_{exc.status_code}")
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

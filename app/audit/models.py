@@ -94,9 +94,7 @@ class Feedback(Base):
     """A person's correction (or confirmation) of a decision; the latest one of a decision is the one in force."""
 
     __tablename__ = "feedback"
-    __table_args__ = (
-        UniqueConstraint("client", "idempotency_key_sha256", name="uq_feedback_client_idempotency_key"),
-    )
+    __table_args__ = (UniqueConstraint("client", "idempotency_key_sha256", name="uq_feedback_client_idempotency_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), index=True)
