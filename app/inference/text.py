@@ -13,12 +13,13 @@ from functools import lru_cache
 
 from app.errors import EmptyText, InvalidText, TextTooLong
 
-# C0 and C1 control characters except tab, line feed and carriage return, and lone surrogates (JSON escapes such
-# as "\ud800" decode to them; no encoder, tokenizer or database accepts them).
-FORBIDDEN_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff"
-_FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARACTERS}]")
-# Any text without a forbidden character (case ids, reviewers, metadata strings and keys).
-TYPED_TEXT_PATTERN = f"^[^{FORBIDDEN_CHARACTERS}]*$"
+# C0 and C1 control characters except tab, line feed and carriage return; and lone surrogates (JSON escapes such
+# as "\ud800" decode to them; no encoder, tokenizer or database accepts them). The patterns of the OpenAPI
+# document name the controls only: a lone surrogate is no Unicode text, and schema validators cannot name it.
+CONTROL_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+_FORBIDDEN = re.compile(f"[{CONTROL_CHARACTERS}\ud800-\udfff]")
+# Any text without a control character (case ids, reviewers, metadata strings and keys).
+TYPED_TEXT_PATTERN = f"^[^{CONTROL_CHARACTERS}]*$"
 
 
 def _ranges(code_points: list[int]) -> str:
@@ -50,9 +51,9 @@ def blank_characters() -> str:
 
 @lru_cache(maxsize=1)
 def report_text_pattern() -> str:
-    """A report text: no forbidden character, and at least one that is neither blank nor forbidden."""
-    allowed = f"[^{FORBIDDEN_CHARACTERS}]*"
-    return f"^{allowed}[^{FORBIDDEN_CHARACTERS}{blank_characters()}]{allowed}$"
+    """A report text: no control character, and at least one that is neither blank nor a control character."""
+    allowed = f"[^{CONTROL_CHARACTERS}]*"
+    return f"^{allowed}[^{CONTROL_CHARACTERS}{blank_characters()}]{allowed}$"
 
 
 @lru_cache(maxsize=1)
