@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(10_000, ge=1, description="Longest accepted report text, in characters.")
     max_batch_items: int = Field(64, ge=1, description="Most items accepted by /v1/classify/batch.")
     max_body_bytes: int = Field(1_000_000, ge=1, description="Largest accepted request body (413 above).")
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may take to arrive in full (408 after), so a stalled client holds no "
+        "worker.",
+    )
     review_threshold: float | None = Field(
         None,
         ge=0,

@@ -164,8 +164,17 @@ class DecisionService:
 
         return list(await asyncio.gather(*(one(report) for report in reports)))
 
-    def record_feedback(self, session: Session, *, request_id: str, client: str, correction: Correction) -> Feedback:
-        """Store a reviewer's correction linked to its decision and commit it.
+    def record_feedback(
+        self,
+        session: Session,
+        *,
+        request_id: str,
+        client: str,
+        correction: Correction,
+        idempotency_key: str | None = None,
+    ) -> Feedback:
+        """Store a reviewer's correction linked to its decision and commit it; a retried request with the same
+        ``idempotency_key`` returns the stored correction instead of adding a second one.
 
         Raises :class:`~app.errors.DecisionNotFound`, :class:`~app.errors.InvalidFeedback` (a label the model does
         not know, a keyword outside the text) or :class:`~app.errors.AuditUnavailable`.
@@ -182,6 +191,7 @@ class DecisionService:
                 severity=correction.severity,
                 keywords=None if correction.keywords is None else list(correction.keywords),
                 allowed_labels={task: self.manifest.tasks[task].label_ids for task in TASKS},
+                idempotency_key=idempotency_key,
             )
             session.commit()
         return feedback

@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -80,9 +91,10 @@ class Decision(Base):
 
 
 class Feedback(Base):
-    """A person's correction (or confirmation) of a decision; the latest one wins per field."""
+    """A person's correction (or confirmation) of a decision; the latest one of a decision is the one in force."""
 
     __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("client", "idempotency_key_sha256", name="uq_feedback_client_idempotency_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), index=True)
@@ -93,5 +105,11 @@ class Feedback(Base):
     sentiment: Mapped[str | None] = mapped_column(String(64))
     severity: Mapped[str | None] = mapped_column(String(64))
     keywords: Mapped[list[dict[str, Any]] | None] = mapped_column(NullableJSON, comment="[{type, start, end}]")
+    idempotency_key_sha256: Mapped[str | None] = mapped_column(
+        String(64), comment="sha256 of the client's Idempotency-Key header"
+    )
+    request_sha256: Mapped[str | None] = mapped_column(
+        String(64), comment="sha256 of the request, to tell a retry from a reused key"
+    )
 
     decision: Mapped[Decision] = relationship(back_populates="feedback")
