@@ -23,6 +23,7 @@ from app.errors import ConfigurationError, KommunrouterError
 from app.inference.classifier import Classifier
 from app.inference.model import ReportModel
 from app.logs import configure_logging
+from app.ui.routes import router as staff_pages
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The last added runs first: every answer, a 413 included, gets a request id and is measured.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, in_flight=app.state.in_flight)
-    for router in (classify.router, meta.router, probes.router, feedback.router, audit.router):
+    for router in (classify.router, meta.router, probes.router, feedback.router, audit.router, staff_pages):
         app.include_router(router)
     return app
 

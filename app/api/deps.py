@@ -23,7 +23,7 @@ from app.inference.classifier import Classifier
 
 logger = logging.getLogger(__name__)
 
-SCOPES = ("classify", "feedback", "audit")
+SCOPES = ("classify", "feedback", "audit", "review")
 OPEN_ACCESS_CLIENT = "open-access"
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
 

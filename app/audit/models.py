@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -46,6 +46,10 @@ class Decision(Base):
     """One routing decision as the service answered it."""
 
     __tablename__ = "decisions"
+    __table_args__ = (
+        # The staff pages' review queue: open decisions by severity, oldest first (app/audit/insights.py).
+        Index("ix_decisions_review_queue", "needs_review", "severity", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True, comment="the request id")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
@@ -55,6 +59,9 @@ class Decision(Base):
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     department: Mapped[str] = mapped_column(String(64), index=True)
     department_score: Mapped[float] = mapped_column(Float)
+    department_alternatives: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        NullableJSON, comment="[{label, score}] the next most likely departments"
+    )
     sentiment: Mapped[str] = mapped_column(String(64))
     sentiment_score: Mapped[float] = mapped_column(Float)
     severity: Mapped[str] = mapped_column(String(64))

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql import Subquery
 
 from app.audit.models import Decision, Feedback
 from app.audit.redaction import Finding, map_span, redact_personal_data
@@ -51,6 +52,8 @@ class DecisionRecord:
     routed_to: str
     latency_ms: float
     metadata: dict[str, Any] | None = None
+    # [{label, score}]: the next most likely departments, for reviewers (not personal data).
+    department_alternatives: list[dict[str, Any]] | None = None
 
 
 def _redact_values(value: Any) -> Any:
@@ -98,6 +101,7 @@ def decision_row(record: DecisionRecord, *, text_storage: TextStorage) -> dict[s
         "artifact_sha256": record.artifact_sha256,
         "department": record.department,
         "department_score": record.department_score,
+        "department_alternatives": record.department_alternatives,
         "sentiment": record.sentiment,
         "sentiment_score": record.sentiment_score,
         "severity": record.severity,
@@ -291,21 +295,28 @@ def reviewed_examples(session: Session) -> Iterator[FeedbackExample]:
         yield FeedbackExample(decision.id, decision.text, reviewed_labels(decision))
 
 
-def department_agreement(session: Session) -> dict[str, tuple[int, int]]:
-    """Per department the model chose: (decisions whose department a reviewer judged, of them the ones the
-    reviewer agreed with). The latest judgement of a decision counts, as in :func:`reviewed_labels`."""
+def department_judgements(*decision_conditions: ColumnElement[bool]) -> Subquery:
+    """Every feedback that judged a decision's department (a correction giving one, or a confirmation), as
+    ``(request_id, reviewed, rank)``: the department the reviewer gave, rank 1 for the latest judgement of a
+    decision (the one that counts, as in :func:`reviewed_labels`); only of decisions meeting the conditions."""
     confirmation = and_(*(getattr(Feedback, name).is_(None) for name in JUDGED_FIELDS))
     latest_first = func.row_number().over(partition_by=Feedback.request_id, order_by=Feedback.id.desc())
-    judged = (
+    return (
         select(
             Feedback.request_id,
             func.coalesce(Feedback.department, Decision.department).label("reviewed"),
             latest_first.label("rank"),
         )
         .join(Decision, Decision.id == Feedback.request_id)
-        .where(or_(Feedback.department.is_not(None), confirmation))
+        .where(or_(Feedback.department.is_not(None), confirmation), *decision_conditions)
         .subquery()
     )
+
+
+def department_agreement(session: Session) -> dict[str, tuple[int, int]]:
+    """Per department the model chose: (decisions whose department a reviewer judged, of them the ones the
+    reviewer agreed with). The latest judgement of a decision counts, as in :func:`reviewed_labels`."""
+    judged = department_judgements()
     query = (
         select(
             Decision.department,

@@ -98,6 +98,7 @@ async def _decide(
         text=item.text,
         department=response.department.label,
         department_score=response.department.score,
+        department_alternatives=[{"label": a.label, "score": a.score} for a in response.department.alternatives],
         sentiment=response.sentiment.label,
         sentiment_score=response.sentiment.score,
         severity=response.severity.label,
