@@ -190,9 +190,10 @@ async def test_filters_and_pages_of_the_queue(staff: httpx.AsyncClient, audit_en
     assert shown_filtered <= expected and len(shown_filtered) == min(len(expected), 20)
     assert f"{len(expected)} ärenden att granska" in filtered.text
     other = next(label for label in ("avfall", "skola", "bygg") if label != department)
-    assert f"{sum(d == other for d in departments.values())} ärenden att granska" in (
-        await staff.get(f"/ui/?department={other}")
-    ).text
+    assert (
+        f"{sum(d == other for d in departments.values())} ärenden att granska"
+        in (await staff.get(f"/ui/?department={other}")).text
+    )
     assert (await staff.get("/ui/?severity=not-a-label")).text.count("data-request-id") == 0
 
 
