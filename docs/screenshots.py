@@ -92,8 +92,10 @@ def main() -> None:
             with chromium_driver(width=1280, height=1500) as browser:
                 browser.get(f"{base}/ui/")
                 browser.save_screenshot(str(OUT / "staff_queue.png"))
-                browser.set_window_size(1280, 2300)
                 browser.get(f"{base}/ui/insights?days={DAYS}")
+                # The whole page: the window as tall as the document (plus the browser's own chrome).
+                height = browser.execute_script("return document.documentElement.scrollHeight")
+                browser.set_window_size(1280, int(height) + 140)
                 browser.save_screenshot(str(OUT / "staff_insights.png"))
     logger.info("wrote %s and %s", OUT / "staff_queue.png", OUT / "staff_insights.png")
 
