@@ -1,8 +1,9 @@
 """Read-only queries of the staff pages: the review queue and the insights over a period.
 
 Every query is bounded: the queue reads one page through the index ``ix_decisions_review_queue``; the insights
-read the decisions of one period through the index on ``created_at`` and group them in the database (days in the
-staff's time zone). Data-access functions take a SQLAlchemy ``Session`` and keyword-only arguments.
+read the decisions (and their keywords) of one period through the indexes on ``created_at`` and group them in the
+database (days in the staff's time zone). Data-access functions take a SQLAlchemy ``Session`` and keyword-only
+arguments.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Integer, case, func, literal, select, true
+from sqlalchemy import ColumnElement, Integer, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from app.audit.models import Decision
+from app.audit.models import Decision, DecisionKeyword
 from app.audit.repository import department_judgements
 
 KEYWORDS_PER_DEPARTMENT = 5
@@ -214,47 +215,22 @@ def _label_mix(session: Session, column: Any, since: datetime, until: datetime) 
     return dict(mix)
 
 
-def _normalised(keyword: str) -> str:
-    return " ".join(keyword.split()).casefold()
-
-
-def _keyword_spans(session: Session) -> tuple[Any, Any, Any]:
-    """The keyword spans of a decision as a table-valued SQL function, with each span's type and text."""
-    if session.get_bind().dialect.name == "postgresql":
-        spans = func.json_array_elements(Decision.keywords).table_valued("value").alias("span")
-        start, end = (spans.c.value.op("->>")(key).cast(Integer) for key in ("start", "end"))  # type: Any, Any
-        kind: Any = spans.c.value.op("->>")("type")
-    else:
-        spans = func.json_each(Decision.keywords).table_valued("value").alias("span")
-        start, end = (func.json_extract(spans.c.value, f"$.{key}") for key in ("start", "end"))
-        kind = func.json_extract(spans.c.value, "$.type")
-    return spans, kind, func.substr(Decision.text, start + 1, end - start)
-
-
 def top_keywords(
     session: Session, *, since: datetime, until: datetime, limit: int = KEYWORDS_PER_DEPARTMENT
 ) -> dict[str, dict[str, list[tuple[str, int]]]]:
-    """The most frequent keywords per department and type over ``[since, until)``, read from the stored
-    (redacted) texts; a keyword is counted case- and spacing-insensitively and shown as most often written.
-
-    The database cuts the spans out of the texts and counts each spelling; only those counts come back."""
-    spans, kind, written = _keyword_spans(session)
+    """The most frequent keywords per department and type over ``[since, until)``, from the keywords cut out of
+    the stored (redacted) texts; a keyword is counted case-insensitively and shown as most often written."""
     query = (
-        select(Decision.department, kind.label("kind"), written.label("written"), func.count())
-        .select_from(Decision)
-        .join(spans, true())
-        .where(Decision.created_at >= since, Decision.created_at < until, Decision.text.is_not(None))
-        .with_hint(Decision, _BY_TIME, "sqlite")
-        .group_by(Decision.department, kind, written)
+        select(DecisionKeyword.department, DecisionKeyword.type, DecisionKeyword.keyword, func.count())
+        .where(DecisionKeyword.created_at >= since, DecisionKeyword.created_at < until)
+        .group_by(DecisionKeyword.department, DecisionKeyword.type, DecisionKeyword.keyword)
     )
     counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     spellings: dict[str, Counter[str]] = defaultdict(Counter)
-    for department, keyword_type, text, count in session.execute(query):
-        shown = " ".join(str(text or "").split())
-        if shown:
-            key = _normalised(shown)
-            counts[department, keyword_type][key] += count
-            spellings[key][shown] += count
+    for department, keyword_type, shown, count in session.execute(query):
+        key = shown.casefold()
+        counts[department, keyword_type][key] += count
+        spellings[key][shown] += count
     top: dict[str, dict[str, list[tuple[str, int]]]] = defaultdict(dict)
     for (department, keyword_type), counter in counts.items():
         top[department][keyword_type] = [

@@ -102,3 +102,18 @@ class Feedback(Base):
     keywords: Mapped[list[dict[str, Any]] | None] = mapped_column(NullableJSON, comment="[{type, start, end}]")
 
     decision: Mapped[Decision] = relationship(back_populates="feedback")
+
+
+class DecisionKeyword(Base):
+    """One keyword of a decision, cut out of its stored (redacted) text when the decision was written: the
+    insights count keywords per department and period from here instead of parsing every stored text.
+    Only decisions with a stored text have rows, and retention removes them with the text."""
+
+    __tablename__ = "decision_keywords"
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, comment="the span's place among the decision's")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True, comment="the decision's time")
+    department: Mapped[str] = mapped_column(String(64), comment="the department the model chose")
+    type: Mapped[str] = mapped_column(String(64), comment="PLATS, OBJEKT, ...")
+    keyword: Mapped[str] = mapped_column(String(200), comment="as written in the stored text, spaces collapsed")

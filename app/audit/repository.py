@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import Subquery
 
-from app.audit.models import Decision, Feedback
+from app.audit.models import Decision, DecisionKeyword, Feedback
 from app.audit.redaction import Finding, map_span, redact_personal_data
 from app.config import TextStorage
 from app.errors import DecisionNotFound, InvalidFeedback
@@ -119,9 +119,47 @@ def decision_row(record: DecisionRecord, *, text_storage: TextStorage) -> dict[s
     }
 
 
+def keyword_rows(
+    *, request_id: str, created_at: datetime, department: str, text: str | None, keywords: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The ``decision_keywords`` rows of a decision: each keyword as written in the stored text (none without
+    a stored text)."""
+    if text is None:
+        return []
+    rows = []
+    for position, keyword in enumerate(keywords):
+        written = " ".join(text[keyword["start"] : keyword["end"]].split())[:200]
+        if written:
+            rows.append(
+                {
+                    "request_id": request_id,
+                    "position": position,
+                    "created_at": created_at,
+                    "department": department,
+                    "type": keyword["type"],
+                    "keyword": written,
+                }
+            )
+    return rows
+
+
 def insert_decisions(session: Session, *, records: Sequence[DecisionRecord], text_storage: TextStorage) -> None:
-    """Insert decisions (one statement for all of them)."""
-    session.execute(insert(Decision), [decision_row(record, text_storage=text_storage) for record in records])
+    """Insert decisions (one statement for all of them) and the keywords of their stored texts."""
+    rows = [decision_row(record, text_storage=text_storage) for record in records]
+    session.execute(insert(Decision), rows)
+    keywords = [
+        keyword
+        for row in rows
+        for keyword in keyword_rows(
+            request_id=row["id"],
+            created_at=row["created_at"],
+            department=row["department"],
+            text=row["text"],
+            keywords=row["keywords"],
+        )
+    ]
+    if keywords:
+        session.execute(insert(DecisionKeyword), keywords)
 
 
 def get_decision(session: Session, *, request_id: str) -> Decision:
@@ -331,8 +369,13 @@ def department_agreement(session: Session) -> dict[str, tuple[int, int]]:
 
 
 def purge_texts(session: Session, *, older_than: datetime, now: datetime) -> int:
-    """Remove the stored text (or its hash) of decisions created before ``older_than``; the rows stay.
-    Returns how many decisions lost their text."""
+    """Remove the stored text (or its hash) of decisions created before ``older_than``, and the keywords cut out
+    of it; the rows stay. Returns how many decisions lost their text."""
+    session.execute(
+        delete(DecisionKeyword)
+        .where(DecisionKeyword.created_at < older_than)
+        .execution_options(synchronize_session=False)
+    )
     result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(Decision)
         .where(

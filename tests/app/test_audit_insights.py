@@ -138,3 +138,47 @@ def test_segments_cover_the_whole_period(hours: int) -> None:
     segments = utc_offset_segments(STOCKHOLM, since, since + timedelta(hours=hours))
     assert segments[0][0] == since
     assert all(a[0] < b[0] and a[1] != b[1] for a, b in zip(segments, segments[1:], strict=False))
+
+
+@BOTH_DATABASES
+def test_keywords_are_cut_out_of_the_stored_text_once_and_leave_with_it(
+    database_url: str, audit_engine: Engine, make_record: Callable[..., DecisionRecord]
+) -> None:
+    from sqlalchemy import insert, select
+
+    from app.audit.database import downgrade_database, upgrade_database
+    from app.audit.models import Decision, DecisionKeyword
+    from app.audit.repository import decision_row, purge_texts
+
+    old, new, hashed = (make_record(created_at=T0 - timedelta(days=days)) for days in (400, 1, 1))
+    store_decisions(audit_engine, old, new)
+    store_decisions(audit_engine, hashed, text_storage="hash")
+    with Session(audit_engine) as session:
+        rows = session.scalars(select(DecisionKeyword).order_by(DecisionKeyword.created_at)).all()
+        # The stored text has "[TELEFON]" for the phone number: the spans are cut from it, not from the text sent.
+        assert [(r.request_id, r.type, r.keyword) for r in rows] == [
+            (old.request_id, "OBJEKT", "gatlampan"),
+            (old.request_id, "PLATS", "Storgatan 12"),
+            (new.request_id, "OBJEKT", "gatlampan"),
+            (new.request_id, "PLATS", "Storgatan 12"),
+        ]
+    with Session(audit_engine) as session, session.begin():
+        purge_texts(session, older_than=T0 - timedelta(days=365), now=T0)
+    with Session(audit_engine) as session:
+        assert {r.request_id for r in session.scalars(select(DecisionKeyword))} == {new.request_id}
+
+    # A log from before the staff pages gets the keywords of its stored texts when it is migrated.
+    downgrade_database(database_url, revision="0001")
+    row = decision_row(make_record(created_at=T0), text_storage="redacted")
+    row.pop("department_alternatives")
+    row["metadata"] = row.pop("request_metadata")
+    audit_engine.dispose()
+    with audit_engine.begin() as connection:
+        connection.execute(insert(Decision.__table__).values(**row))
+    upgrade_database(database_url)
+    with Session(audit_engine) as session:
+        migrated = session.scalars(select(DecisionKeyword).where(DecisionKeyword.request_id == row["id"])).all()
+        assert [(r.type, r.keyword, r.created_at) for r in migrated] == [
+            ("OBJEKT", "gatlampan", T0),
+            ("PLATS", "Storgatan 12", T0),
+        ]
