@@ -49,6 +49,9 @@ class Decision(Base):
     __table_args__ = (
         # The staff pages' review queue: open decisions by severity, oldest first (app/audit/insights.py).
         Index("ix_decisions_review_queue", "needs_review", "severity", "created_at"),
+        # The insights of a period: counts per department, day, sentiment and severity, and the feedback of each
+        # decision (by id), from the index alone.
+        Index("ix_decisions_insights", "created_at", "department", "sentiment", "severity", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True, comment="the request id")
@@ -110,10 +113,12 @@ class DecisionKeyword(Base):
     Only decisions with a stored text have rows, and retention removes them with the text."""
 
     __tablename__ = "decision_keywords"
+    # The counts of a period from the index alone.
+    __table_args__ = (Index("ix_decision_keywords_period", "created_at", "department", "type", "keyword"),)
 
     request_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True, comment="the span's place among the decision's")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True, comment="the decision's time")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="the decision's time")
     department: Mapped[str] = mapped_column(String(64), comment="the department the model chose")
     type: Mapped[str] = mapped_column(String(64), comment="PLATS, OBJEKT, ...")
     keyword: Mapped[str] = mapped_column(String(200), comment="as written in the stored text, spaces collapsed")

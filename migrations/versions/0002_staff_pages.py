@@ -30,6 +30,7 @@ def upgrade() -> None:
             )
         )
         batch_op.create_index("ix_decisions_review_queue", ["needs_review", "severity", "created_at"])
+        batch_op.create_index("ix_decisions_insights", ["created_at", "department", "sentiment", "severity", "id"])
     keywords = op.create_table(
         "decision_keywords",
         sa.Column("request_id", sa.String(length=128), nullable=False),
@@ -44,7 +45,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("request_id", "position"),
     )
     with op.batch_alter_table("decision_keywords") as batch_op:
-        batch_op.create_index("ix_decision_keywords_created_at", ["created_at"])
+        batch_op.create_index("ix_decision_keywords_period", ["created_at", "department", "type", "keyword"])
     _fill_keywords(keywords)
 
 
@@ -81,5 +82,6 @@ def _fill_keywords(keywords: sa.Table) -> None:
 def downgrade() -> None:
     op.drop_table("decision_keywords")
     with op.batch_alter_table("decisions") as batch_op:
+        batch_op.drop_index("ix_decisions_insights")
         batch_op.drop_index("ix_decisions_review_queue")
         batch_op.drop_column("department_alternatives")
