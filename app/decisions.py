@@ -26,6 +26,9 @@ from app.audit.writer import AuditWriter
 from app.errors import AuditUnavailable, BatchTooLarge, InvalidInput
 from app.inference.classifier import Classification, Classifier
 
+# How many next-most-likely departments an answer and the audit record carry (for reviewers).
+ALTERNATIVES = 3
+
 
 class DecisionCounters(Protocol):
     """What the service counts (the service's Prometheus metrics implement it)."""
@@ -84,6 +87,9 @@ def audit_record(decision: RoutingDecision) -> DecisionRecord:
         text=decision.report.text,
         department=department.label,
         department_score=department.score,
+        department_alternatives=[
+            {"label": other.label, "score": other.score} for other in prediction.department[1 : 1 + ALTERNATIVES]
+        ],
         sentiment=prediction.sentiment.label,
         sentiment_score=prediction.sentiment.score,
         severity=prediction.severity.label,

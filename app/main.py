@@ -28,6 +28,7 @@ from app.errors import ConfigurationError, KommunrouterError
 from app.inference.classifier import Classifier, load_classifier
 from app.inference.model import ReportModel
 from app.logs import configure_logging
+from app.ui.routes import router as staff_pages
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
     )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, in_flight=app.state.in_flight)
-    for router in (classify.router, meta.router, probes.router, feedback.router, audit.router):
+    for router in (classify.router, meta.router, probes.router, feedback.router, audit.router, staff_pages):
         app.include_router(router)
     install_openapi(app)
     return app

@@ -74,7 +74,9 @@ def read_reports(files: Sequence[Path]) -> list[dict[str, Any]]:
 def damage_and_survival(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     spans = damaged = 0
     damaged_examples = []
-    survival: dict[str, dict[str, Any]] = {name: {"found": 0, "touched": 0, "touched_examples": []} for name in PROTECTED}
+    survival: dict[str, dict[str, Any]] = {
+        name: {"found": 0, "touched": 0, "touched_examples": []} for name in PROTECTED
+    }
     removed: Counter[str] = Counter()
     for report in reports:
         text = report["text"]

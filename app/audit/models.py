@@ -15,6 +15,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -57,6 +58,13 @@ class Decision(Base):
     """One routing decision as the service answered it."""
 
     __tablename__ = "decisions"
+    __table_args__ = (
+        # The staff pages' review queue: open decisions by severity, oldest first (app/audit/insights.py).
+        Index("ix_decisions_review_queue", "needs_review", "severity", "created_at"),
+        # The insights of a period: counts per department, day, sentiment and severity, and the feedback of each
+        # decision (by id), from the index alone.
+        Index("ix_decisions_insights", "created_at", "department", "sentiment", "severity", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True, comment="the request id")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
@@ -66,6 +74,9 @@ class Decision(Base):
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     department: Mapped[str] = mapped_column(String(64), index=True)
     department_score: Mapped[float] = mapped_column(Float)
+    department_alternatives: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        NullableJSON, comment="[{label, score}] the next most likely departments"
+    )
     sentiment: Mapped[str] = mapped_column(String(64))
     sentiment_score: Mapped[float] = mapped_column(Float)
     severity: Mapped[str] = mapped_column(String(64))
@@ -113,3 +124,20 @@ class Feedback(Base):
     )
 
     decision: Mapped[Decision] = relationship(back_populates="feedback")
+
+
+class DecisionKeyword(Base):
+    """One keyword of a decision, cut out of its stored (redacted) text when the decision was written: the
+    insights count keywords per department and period from here instead of parsing every stored text.
+    Only decisions with a stored text have rows, and retention removes them with the text."""
+
+    __tablename__ = "decision_keywords"
+    # The counts of a period from the index alone.
+    __table_args__ = (Index("ix_decision_keywords_period", "created_at", "department", "type", "keyword"),)
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, comment="the span's place among the decision's")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="the decision's time")
+    department: Mapped[str] = mapped_column(String(64), comment="the department the model chose")
+    type: Mapped[str] = mapped_column(String(64), comment="PLATS, OBJEKT, ...")
+    keyword: Mapped[str] = mapped_column(String(200), comment="as written in the stored text, spaces collapsed")

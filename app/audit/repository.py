@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql import Subquery
 
-from app.audit.models import Decision, Feedback
+from app.audit.models import Decision, DecisionKeyword, Feedback
 from app.audit.redaction import Finding, map_span, redact_personal_data
 from app.config import TextStorage
 from app.errors import DecisionNotFound, FeedbackConflict, IdempotencyKeyReused, InvalidFeedback
@@ -53,6 +54,8 @@ class DecisionRecord:
     routed_to: str
     latency_ms: float
     metadata: dict[str, Any] | None = None
+    # [{label, score}]: the next most likely departments, for reviewers (not personal data).
+    department_alternatives: list[dict[str, Any]] | None = None
 
 
 def redact_json(value: Any) -> Any:
@@ -116,6 +119,7 @@ def decision_row(record: DecisionRecord, *, text_storage: TextStorage) -> dict[s
         "artifact_sha256": record.artifact_sha256,
         "department": record.department,
         "department_score": record.department_score,
+        "department_alternatives": record.department_alternatives,
         "sentiment": record.sentiment,
         "sentiment_score": record.sentiment_score,
         "severity": record.severity,
@@ -133,9 +137,47 @@ def decision_row(record: DecisionRecord, *, text_storage: TextStorage) -> dict[s
     }
 
 
+def keyword_rows(
+    *, request_id: str, created_at: datetime, department: str, text: str | None, keywords: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The ``decision_keywords`` rows of a decision: each keyword as written in the stored text (none without
+    a stored text)."""
+    if text is None:
+        return []
+    rows = []
+    for position, keyword in enumerate(keywords):
+        written = " ".join(text[keyword["start"] : keyword["end"]].split())[:200]
+        if written:
+            rows.append(
+                {
+                    "request_id": request_id,
+                    "position": position,
+                    "created_at": created_at,
+                    "department": department,
+                    "type": keyword["type"],
+                    "keyword": written,
+                }
+            )
+    return rows
+
+
 def insert_decisions(session: Session, *, records: Sequence[DecisionRecord], text_storage: TextStorage) -> None:
-    """Insert decisions (one statement for all of them)."""
-    session.execute(insert(Decision), [decision_row(record, text_storage=text_storage) for record in records])
+    """Insert decisions (one statement for all of them) and the keywords of their stored texts."""
+    rows = [decision_row(record, text_storage=text_storage) for record in records]
+    session.execute(insert(Decision), rows)
+    keywords = [
+        keyword
+        for row in rows
+        for keyword in keyword_rows(
+            request_id=row["id"],
+            created_at=row["created_at"],
+            department=row["department"],
+            text=row["text"],
+            keywords=row["keywords"],
+        )
+    ]
+    if keywords:
+        session.execute(insert(DecisionKeyword), keywords)
 
 
 def get_decision(session: Session, *, request_id: str) -> Decision:
@@ -358,34 +400,55 @@ def reviewed_examples(session: Session) -> Iterator[FeedbackExample]:
         yield FeedbackExample(decision.id, decision.text, reviewed_labels(decision))
 
 
+def department_judgements(*decision_conditions: ColumnElement[bool]) -> Subquery:
+    """The feedback in force of each decision (its latest, as in :func:`reviewed_labels`) where it judges the
+    department (a correction giving one, or a confirmation), as ``(request_id, reviewed, rank)``: the department
+    the reviewer gave, rank always 1; only of decisions meeting the conditions."""
+    confirmation = and_(*(getattr(Feedback, name).is_(None) for name in JUDGED_FIELDS))
+    latest_first = func.row_number().over(partition_by=Feedback.request_id, order_by=Feedback.id.desc())
+    # The conditions are on the decision, shared by all its feedback: filtering before ranking keeps the latest.
+    ranked = (
+        select(
+            Feedback.request_id,
+            func.coalesce(Feedback.department, Decision.department).label("reviewed"),
+            or_(Feedback.department.is_not(None), confirmation).label("judges_department"),
+            latest_first.label("rank"),
+        )
+        .join(Decision, Decision.id == Feedback.request_id)
+        .where(*decision_conditions)
+        .subquery()
+    )
+    return (
+        select(ranked.c.request_id, ranked.c.reviewed, ranked.c.rank)
+        .where(ranked.c.rank == 1, ranked.c.judges_department)
+        .subquery()
+    )
+
+
 def department_agreement(session: Session) -> dict[str, tuple[int, int]]:
     """Per department the model chose: (decisions whose feedback in force judges the department, of them the ones
     the reviewer agreed with). The feedback in force is a decision's latest, as in :func:`reviewed_labels`."""
-    confirmation = and_(*(getattr(Feedback, name).is_(None) for name in JUDGED_FIELDS))
-    latest_first = func.row_number().over(partition_by=Feedback.request_id, order_by=Feedback.id.desc())
-    ranked = select(
-        Feedback.request_id,
-        Feedback.department,
-        confirmation.label("confirms"),
-        latest_first.label("rank"),
-    ).subquery()
-    reviewed = func.coalesce(ranked.c.department, Decision.department)
+    judged = department_judgements()
     query = (
         select(
             Decision.department,
             func.count(),
-            func.sum(case((reviewed == Decision.department, 1), else_=0)),
+            func.sum(case((judged.c.reviewed == Decision.department, 1), else_=0)),
         )
-        .join(ranked, ranked.c.request_id == Decision.id)
-        .where(ranked.c.rank == 1, or_(ranked.c.department.is_not(None), ranked.c.confirms))
+        .join(judged, judged.c.request_id == Decision.id)
         .group_by(Decision.department)
     )
     return {department: (int(total), int(agreed)) for department, total, agreed in session.execute(query)}
 
 
 def purge_texts(session: Session, *, older_than: datetime, now: datetime) -> int:
-    """Remove the stored text (or its hash) of decisions created before ``older_than``; the rows stay.
-    Returns how many decisions lost their text."""
+    """Remove the stored text (or its hash) of decisions created before ``older_than``, and the keywords cut out
+    of it; the rows stay. Returns how many decisions lost their text."""
+    session.execute(
+        delete(DecisionKeyword)
+        .where(DecisionKeyword.created_at < older_than)
+        .execution_options(synchronize_session=False)
+    )
     result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(Decision)
         .where(

@@ -326,4 +326,4 @@ async def test_a_body_that_never_arrives_in_full_is_cut_with_408(make_settings: 
 
 
 def test_head_revision_is_the_newest_migration() -> None:
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
