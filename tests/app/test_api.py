@@ -221,7 +221,7 @@ async def test_probes(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"model": True, "database": True}}
+    assert ready.json() == {"status": "ready", "checks": {"model": True, "database": True, "schema": True}}
 
 
 async def test_an_unreachable_database_is_not_ready_and_refuses_decisions(
@@ -231,7 +231,9 @@ async def test_an_unreachable_database_is_not_ready_and_refuses_decisions(
     async with serve_app(create_app(make_settings(database_url=unreachable))) as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json() == {"status": "not_ready", "checks": {"model": True, "database": False}}
+        body = ready.json()
+        assert (body["status"], body["code"]) == ("not_ready", "database_unavailable")
+        assert body["checks"] == {"model": True, "database": False, "schema": False}
         response = await classify(client, SWEDISH)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "audit_unavailable"
@@ -323,7 +325,8 @@ def test_kommunrouter_serve_runs_uvicorn_and_stops_cleanly(settings: Settings, t
         "KOMMUNROUTER_DATABASE_URL": settings.database_url,
         "KOMMUNROUTER_OPEN_ACCESS": "true",
     }
-    command = [str(Path(sys.executable).parent / "kommunrouter"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    # `python -m app.cli` runs this checkout's code (the installed script may belong to another editable checkout).
+    command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
