@@ -60,13 +60,15 @@ class ArtifactError(KommunrouterError):
 
 
 class Label(BaseModel):
-    """One label of a task: a stable ASCII id, a Swedish display name and what it covers."""
+    """One label of a task: a stable ASCII id, a Swedish display name, what it covers, and optionally the words and
+    phrases residents use for it (``terms``: the description-initialised heads and zero-shot routing read them)."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^[A-Za-z0-9_]+$")
     name: str
     description: str = ""
+    terms: list[str] = Field(default_factory=list)
 
 
 class TaskSpec(BaseModel):
@@ -96,6 +98,9 @@ class TokenizerSpec(BaseModel):
 
     max_length: int = Field(gt=2)
     pad_token_id: int = Field(ge=0)
+    text_prefix: str = Field(
+        "", description="Prepended to every text before tokenisation (e5: 'query: '); its tokens are never tagged."
+    )
 
 
 class Manifest(BaseModel):

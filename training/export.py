@@ -389,7 +389,7 @@ def export_run(
     evaluation = run.evaluation()
     model, tokenizer, labels = load_checkpoint(run.path)
     reports = load_reports(config.dev_file, load_taxonomy(run.taxonomy_path))
-    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length)
+    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length, text_prefix=config.text_prefix)
     pad_id = pad_token_id(tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         graph, report = check_and_build_graph(model, reports, labels, encoded, pad_id, Path(tmp), quantize)
@@ -401,7 +401,7 @@ def export_run(
     manifest = Manifest(
         model_version=model_version or f"{run.name}-{datetime.now(UTC):%Y%m%d%H%M}",
         tasks=_task_specs(run, labels, (evaluation.temperatures if evaluation else None) or {}),
-        tokenizer=TokenizerSpec(max_length=config.max_length, pad_token_id=pad_id),
+        tokenizer=TokenizerSpec(max_length=config.max_length, pad_token_id=pad_id, text_prefix=config.text_prefix),
         routing_threshold=routing_threshold,
         quantization=quantize,
         metrics=_manifest_metrics(evaluation, report),

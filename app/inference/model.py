@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
 from app.artifact import (
     CLASSIFICATION_TASKS,
@@ -27,6 +27,7 @@ from app.artifact import (
     read_manifest,
 )
 from app.config import ExecutionProvider
+from app.inference.encoding import EncodedText, encode_texts, prepare_tokenizer
 from app.inference.session import create_session, execution_providers
 from app.inference.spans import NormalizedText, decode_spans, normalize_nfc
 from app.inference.tensors import pad_batch, softmax
@@ -82,9 +83,7 @@ class ReportModel:
     ) -> None:
         self.manifest = manifest
         self._session = session
-        self._tokenizer = tokenizer
-        self._tokenizer.enable_truncation(manifest.tokenizer.max_length)
-        self._tokenizer.no_padding()
+        self._tokenizer = prepare_tokenizer(tokenizer, manifest.tokenizer.max_length)
         self._max_batch_tokens = max_batch_tokens
         self._on_model_call = on_model_call
         self._output_names = [output_name(task) for task in (*CLASSIFICATION_TASKS, SPAN_TASK)]
@@ -139,7 +138,9 @@ class ReportModel:
         """Predictions for texts, in order. Texts are NFC-normalised, then run shortest first in batches whose
         padded size stays within the token budget; the attention mask keeps padding out of every result."""
         normalized = [normalize_nfc(text) for text in texts]
-        encodings: list[Encoding] = self._tokenizer.encode_batch([item.text for item in normalized])
+        encodings = encode_texts(
+            self._tokenizer, [item.text for item in normalized], text_prefix=self.manifest.tokenizer.text_prefix
+        )
         predictions: dict[int, ModelPrediction] = {}
         for chunk in self._length_sorted_chunks([len(encoding.ids) for encoding in encodings]):
             outputs = self._run([encodings[i] for i in chunk])
@@ -158,7 +159,7 @@ class ReportModel:
                 chunks.append([index])
         return chunks
 
-    def _run(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+    def _run(self, encodings: Sequence[EncodedText]) -> dict[str, np.ndarray]:
         input_ids, attention_mask = pad_batch(
             [encoding.ids for encoding in encodings], self.manifest.tokenizer.pad_token_id
         )
@@ -180,7 +181,7 @@ class ReportModel:
         self,
         outputs: dict[str, np.ndarray],
         row: int,
-        encoding: Encoding,
+        encoding: EncodedText,
         normalized: NormalizedText,
         original: str,
     ) -> ModelPrediction:
