@@ -103,3 +103,17 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> P
     out = tmp_path_factory.mktemp("tiny_artifact")
     export_run(tiny_run, out, quantize="none", model_version="tiny-test")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_zero_shot_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_base_dir: Path) -> Path:
+    """The tiny model trained on no labelled report (train_fraction=0: description heads only), exported."""
+    from training.config import load_config
+    from training.export import export_run
+    from training.train import train
+
+    overrides = [*tiny_config_overrides(tiny_base_dir, tmp_path_factory.mktemp("zero_shot_run")), "train_fraction=0"]
+    run_dir = train(load_config(None, [*overrides, "run_baselines=false"])).run_dir
+    out = tmp_path_factory.mktemp("zero_shot_artifact")
+    export_run(run_dir, out, quantize="none", model_version="tiny-zero-shot")
+    return out

@@ -160,7 +160,8 @@ def evaluate_checkpoint_outputs(path: Path, reports: list[Report], batch_size: i
     model, tokenizer, _ = load_checkpoint(path)
     config = RunDir.containing(path).config_or_default()
     encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length, text_prefix=config.text_prefix)
-    return collect_outputs(torch_runner(model), encoded, batch_size, pad_token_id(tokenizer))
+    runner = torch_runner(model, bf16=config.precision == "bf16")
+    return collect_outputs(runner, encoded, batch_size, pad_token_id(tokenizer))
 
 
 def artifact_outputs(artifact_dir: Path, manifest: Manifest, reports: list[Report]) -> ModelOutputs:

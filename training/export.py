@@ -329,7 +329,9 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def _provenance(run: RunDir, config: TrainConfig, model: MultiTaskModel) -> dict[str, Any]:
+def _provenance(
+    run: RunDir, config: TrainConfig, model: MultiTaskModel, evaluation: Evaluation | None
+) -> dict[str, Any]:
     data = {}
     for key in ("train_file", "dev_file", "test_file"):
         path: Path | None = getattr(config, key)
@@ -346,6 +348,11 @@ def _provenance(run: RunDir, config: TrainConfig, model: MultiTaskModel) -> dict
             "attention_heads": encoder.num_attention_heads,
         },
         "training_data": data,
+        # what the run learned from (None for runs evaluated before these were recorded)
+        "labelled_reports": None if evaluation is None else evaluation.labelled_reports,
+        "unlabelled_reports": None if evaluation is None else evaluation.unlabelled_reports,
+        "zero_shot": evaluation is not None and evaluation.labelled_reports == 0,
+        "heads": {task: "description" if task in model.layouts else "linear" for task in CLASSIFICATION_TASKS},
         "config_sha256": hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest(),
         "config": config_json,
     }
@@ -405,7 +412,7 @@ def export_run(
         routing_threshold=routing_threshold,
         quantization=quantize,
         metrics=_manifest_metrics(evaluation, report),
-        provenance=_provenance(run, config, model),
+        provenance=_provenance(run, config, model, evaluation),
     )
     write_manifest(out_dir, manifest)
     read_manifest(out_dir)  # what was written must load

@@ -230,16 +230,18 @@ def token_tags(
 
 
 def torch_runner(
-    model: MultiTaskModel, device: torch.device | None = None
+    model: MultiTaskModel, device: torch.device | None = None, *, bf16: bool = False
 ) -> Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
-    """A function running the model in inference mode on numpy inputs (the interface evaluation uses)."""
+    """A function running the model in inference mode on numpy inputs (the interface evaluation uses); ``bf16``
+    runs it under bfloat16 autocast (the evaluations of a run trained with precision=bf16)."""
     device = device or torch.device("cpu")
 
     @torch.no_grad()
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         was_training = model.training
         model.eval()
-        outputs = model(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
         model.train(was_training)
         return {name: value.float().cpu().numpy() for name, value in outputs.items()}
 

@@ -542,7 +542,7 @@ def judge_epoch(
     """Score the epoch on dev, log it, keep the checkpoint when it is the best so far; True when training must
     stop early."""
     outputs = collect_outputs(
-        torch_runner(prepared.unwrapped, prepared.accelerator.device),
+        torch_runner(prepared.unwrapped, prepared.accelerator.device, bf16=config.precision == "bf16"),
         prepared.dev_examples.encoded,
         config.eval_batch_size,
         prepared.pad_id,

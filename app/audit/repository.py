@@ -291,6 +291,19 @@ def reviewed_examples(session: Session) -> Iterator[FeedbackExample]:
         yield FeedbackExample(decision.id, decision.text, reviewed_labels(decision))
 
 
+def stored_texts(session: Session) -> Iterator[tuple[str, str]]:
+    """(request id, stored redacted text) of every decision whose text is stored, oldest first: the unlabelled
+    reports training can learn from."""
+    query = (
+        select(Decision.id, Decision.text)
+        .where(Decision.text.is_not(None))
+        .order_by(Decision.created_at, Decision.id)
+        .execution_options(yield_per=500)
+    )
+    for row in session.execute(query):
+        yield row.id, row.text
+
+
 def department_agreement(session: Session) -> dict[str, tuple[int, int]]:
     """Per department the model chose: (decisions whose department a reviewer judged, of them the ones the
     reviewer agreed with). The latest judgement of a decision counts, as in :func:`reviewed_labels`."""
