@@ -274,10 +274,17 @@ def export_command(
 @experiment_cli.command("learning-curve")
 @needs_training_extra
 def learning_curve_command(
-    out: Annotated[Path, typer.Option(help="Where the points and the plot go.")] = Path("bench/results"),
-    fractions: Annotated[str, typer.Option(help="Comma-separated shares of train.")] = "0.05,0.1,0.25,0.5,1.0",
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "13",
-    methods: Annotated[str, typer.Option(help="pretrained, random_init, tfidf.")] = "pretrained,random_init,tfidf",
+    out: Annotated[Path, typer.Option(help="Where learning_curve.json and the plot go.")] = Path("bench/results"),
+    fractions: Annotated[
+        str, typer.Option(help="Comma-separated shares of train (0: zero-shot only).")
+    ] = "0,0.01,0.05,0.1,0.25,0.5,1.0",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "13,14,15",
+    all_seeds_up_to: Annotated[
+        float, typer.Option(help="Every seed for shares up to this one; the first seed only above it.")
+    ] = 0.25,
+    methods: Annotated[
+        str, typer.Option(help="pretrained, feature_extraction, random_init, tfidf, zero_shot.")
+    ] = "zero_shot,tfidf,pretrained,feature_extraction,random_init",
     work: Annotated[Path, typer.Option(help="Run directories of the points (finished points are kept).")] = Path(
         "runs/learning_curve"
     ),
@@ -295,6 +302,7 @@ def learning_curve_command(
         fractions=[float(f) for f in fractions.split(",")],
         seeds=[int(s) for s in seeds.split(",")],
         methods=methods.split(","),
+        all_seeds_up_to=all_seeds_up_to,
         config_path=config,
         overrides=set_ or [],
     )

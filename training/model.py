@@ -56,11 +56,15 @@ class PrototypeLayout:
 
 class PrototypeHead(nn.Module):
     """A classification head of label prototypes: the text vector (normalised, minus the mean report vector,
-    normalised again) is compared with each prototype row by a dot product; ``scale`` times that plus a learned
-    bias per row is the row's score; a label's logit is the log-sum-exp of its rows' scores (a soft maximum).
+    normalised again) is compared with each prototype row by a dot product, plus a learned bias per row; a label's
+    logit is the log-sum-exp of its rows' scores (a soft maximum).
 
-    Initialised with the centred, normalised embeddings of the label texts, it reproduces the description ranking
-    of the base encoder exactly; training then moves the rows, the biases and the encoder. Exports to ONNX as
+    The rows start as ``scale`` times the centred, normalised embeddings of the label texts, so before any step the
+    head reproduces the description ranking of the base encoder exactly (scale times cosine). Two choices keep it
+    from swamping the rest of the model: the scale lives in the rows (a row of norm 50 moves by Adam's learning
+    rate per coordinate, as slowly as a linear head's weights relative to their size), and the gradient that
+    reaches the encoder through the head is divided by ``scale`` (without that it would push the shared encoder
+    about 50 times harder than the linear keyword head does, and keywords would not learn). Exports to ONNX as
     plain MatMul, Gather, Where and ReduceLogSumExp."""
 
     centre: torch.Tensor
@@ -89,18 +93,21 @@ class PrototypeHead(nn.Module):
         self.register_buffer("item_mask", mask, persistent=False)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        # The value is pooled itself (x - x is exactly 0); the gradient towards the encoder is divided by scale.
+        frozen = pooled.detach()
+        pooled = frozen + (pooled - frozen) / self.layout.scale
         text = nn.functional.normalize(pooled, dim=-1) - self.centre
         text = nn.functional.normalize(text, dim=-1)
-        scores = self.layout.scale * (text @ self.prototypes.T) + self.item_bias
+        scores = text @ self.prototypes.T + self.item_bias
         per_label = scores[:, self.item_index].masked_fill(~self.item_mask, MASKED_ITEM_SCORE)
         return torch.logsumexp(per_label, dim=-1)
 
     @torch.no_grad()
     def initialise(self, item_vectors: torch.Tensor, centre: torch.Tensor) -> None:
-        """Prototype rows from the normalised label-text embeddings (centred on their mean, normalised again);
-        ``centre`` is the mean normalised embedding of report texts."""
+        """Prototype rows from the normalised label-text embeddings (centred on their mean, normalised again, times
+        the scale); ``centre`` is the mean normalised embedding of report texts."""
         rows = nn.functional.normalize(item_vectors - item_vectors.mean(dim=0), dim=-1)
-        self.prototypes.copy_(rows)
+        self.prototypes.copy_(self.layout.scale * rows)
         self.item_bias.zero_()
         self.centre.copy_(centre)
 

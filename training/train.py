@@ -435,6 +435,7 @@ def prepare_unlabelled(config: TrainConfig, data: RunData, tokenizer: Tokenizer)
 
 def prepare_training(config: TrainConfig, data: RunData, encoder: BertModel, tokenizer_path: Path) -> Prepared:
     """Model, optimiser and examples on accelerate's device; the number of epochs and steps."""
+    set_seed(config.seed)  # again: building the base encoder (or finding it cached) must not change the run
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     model = build_model(config, data, encoder, tokenizer)
     accelerator = Accelerator(

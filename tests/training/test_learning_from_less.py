@@ -290,11 +290,12 @@ def test_the_schedule_adapts_to_the_number_of_labelled_reports() -> None:
 
 
 def test_small_runs_are_judged_in_steps_not_epochs(tiny_base_dir: Path, tmp_path: Path) -> None:
-    # 40 reports in batches of 8: 5 steps an epoch, 30 steps; warm-up 3 steps; judged every 10 steps
+    # 40 reports in batches of 8: 5 steps an epoch, 30 steps; judged at the first epoch end 10 steps after the last
+    # judgement (the start counts as one), and after the last epoch
     run_dir = train(
         tiny_config(tiny_base_dir, tmp_path / "run", "epochs=6", "eval_every_steps=10", "warmup_ratio=0.1")
     ).run_dir
-    assert [e["epoch"] for e in epochs_of(run_dir)] == [1, 3, 5, 6]
+    assert [e["epoch"] for e in epochs_of(run_dir)] == [2, 4, 6]
 
 
 def test_patience_counts_judgements_and_waits_for_min_steps(tiny_base_dir: Path, tmp_path: Path) -> None:
