@@ -115,6 +115,12 @@ class TrainConfig:
         "(an inverse temperature).",
         50.0,
     )
+    description_encoder_gradient: float = _help(
+        "Description heads: the gradient they pass to the encoder is multiplied by this. Their logits are the "
+        "scale times a cosine, so at 1 they push the shared encoder about description_scale times harder than a "
+        "linear head, and the keyword head does not learn (measured on dev).",
+        0.02,
+    )
     # unlabelled reports
     consistency_weight: float = _help(
         "Weight of the consistency loss on unlabelled reports: KL divergence between the predictions on a report "
@@ -195,6 +201,8 @@ class TrainConfig:
             problems.append("train_fraction=0 (zero-shot) needs head_init=descriptions")
         if self.description_scale <= 0:
             problems.append("description_scale must be positive")
+        if not 0 <= self.description_encoder_gradient <= 1:
+            problems.append("description_encoder_gradient must be in [0, 1]")
         if self.consistency_weight < 0:
             problems.append("consistency_weight must be >= 0")
         if not 0 <= self.pseudo_label_threshold <= 1:

@@ -64,7 +64,7 @@ def label_texts(label: Label) -> list[str]:
 
 
 def description_layouts(
-    taxonomy: Taxonomy, labels: LabelSets, scale: float
+    taxonomy: Taxonomy, labels: LabelSets, scale: float, encoder_gradient: float = 1.0
 ) -> tuple[dict[str, PrototypeLayout], dict[str, list[str]]]:
     """The prototype layout of each classification task and the label text of each prototype row."""
     layouts, texts = {}, {}
@@ -77,7 +77,7 @@ def description_layouts(
             for text in label_texts(label):
                 owners.append(index)
                 task_texts.append(text)
-        layouts[task] = PrototypeLayout(owners=tuple(owners), scale=scale)
+        layouts[task] = PrototypeLayout(owners=tuple(owners), scale=scale, encoder_gradient=encoder_gradient)
         texts[task] = task_texts
     return layouts, texts
 

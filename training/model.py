@@ -45,13 +45,23 @@ class PrototypeLayout:
 
     owners: tuple[int, ...]
     scale: float
+    encoder_gradient: float = 1.0  # the factor on the gradient the head passes to the encoder (training only)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "prototype", "owners": list(self.owners), "scale": self.scale}
+        return {
+            "kind": "prototype",
+            "owners": list(self.owners),
+            "scale": self.scale,
+            "encoder_gradient": self.encoder_gradient,
+        }
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> PrototypeLayout:
-        return cls(owners=tuple(values["owners"]), scale=float(values["scale"]))
+        return cls(
+            owners=tuple(values["owners"]),
+            scale=float(values["scale"]),
+            encoder_gradient=float(values.get("encoder_gradient", 1.0)),
+        )
 
 
 class PrototypeHead(nn.Module):
@@ -63,9 +73,9 @@ class PrototypeHead(nn.Module):
     head reproduces the description ranking of the base encoder exactly (scale times cosine). Two choices keep it
     from swamping the rest of the model: the scale lives in the rows (a row of norm 50 moves by Adam's learning
     rate per coordinate, as slowly as a linear head's weights relative to their size), and the gradient that
-    reaches the encoder through the head is divided by ``scale`` (without that it would push the shared encoder
-    about 50 times harder than the linear keyword head does, and keywords would not learn). Exports to ONNX as
-    plain MatMul, Gather, Where and ReduceLogSumExp."""
+    reaches the encoder through the head is multiplied by ``encoder_gradient`` (at 1 the head pushes the shared
+    encoder about ``scale`` times harder than a linear head would, and the keyword head did not learn). Exports to
+    ONNX as plain MatMul, Gather, Where and ReduceLogSumExp."""
 
     centre: torch.Tensor
     item_index: torch.Tensor
@@ -93,9 +103,9 @@ class PrototypeHead(nn.Module):
         self.register_buffer("item_mask", mask, persistent=False)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        # The value is pooled itself (x - x is exactly 0); the gradient towards the encoder is divided by scale.
+        # The value is pooled itself (x - x is exactly 0); the gradient towards the encoder is scaled.
         frozen = pooled.detach()
-        pooled = frozen + (pooled - frozen) / self.layout.scale
+        pooled = frozen + (pooled - frozen) * self.layout.encoder_gradient
         text = nn.functional.normalize(pooled, dim=-1) - self.centre
         text = nn.functional.normalize(text, dim=-1)
         scores = text @ self.prototypes.T + self.item_bias

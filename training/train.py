@@ -408,7 +408,9 @@ def build_model(config: TrainConfig, data: RunData, encoder: BertModel, tokenize
     """The multi-task model; with head_init=descriptions its classification heads start from the taxonomy."""
     if config.head_init == "random":
         return MultiTaskModel(encoder, data.labels.counts(), dropout=config.dropout)
-    layouts, texts = description_layouts(data.taxonomy, data.labels, config.description_scale)
+    layouts, texts = description_layouts(
+        data.taxonomy, data.labels, config.description_scale, config.description_encoder_gradient
+    )
     model = MultiTaskModel(encoder, data.labels.counts(), dropout=config.dropout, layouts=layouts)
     reports = [r.text for r in data.train_reports] + data.unlabelled_texts
     initialise_description_heads(
