@@ -92,9 +92,9 @@ def curve_points(
     """Every (method, share, seed) to run: zero-shot only at share 0 and the others only above it; every seed up
     to ``all_seeds_up_to``, the first one above; zero-shot with the first seed only (it has no random choice:
     the unlabelled rest of train is all of train)."""
-    points = []
-    for method in methods:
-        for fraction in fractions:
+    points = []  # share by share, so that an interrupted run has compared every method on the smallest shares
+    for fraction in sorted(fractions):
+        for method in methods:
             if (method == ZERO_SHOT) != (fraction == 0):
                 continue
             chosen = seeds if 0 < fraction <= all_seeds_up_to else seeds[:1]
