@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from app.config import Settings
 from app.main import create_app
 from tests.app.conftest import CLASSIFY_HEADERS, serve_app
+
+pytestmark = pytest.mark.anyio
 
 
 async def test_a_zero_shot_artifact_serves_through_the_app(

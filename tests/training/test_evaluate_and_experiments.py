@@ -85,10 +85,11 @@ def test_learning_curve_writes_points_and_resumes(tiny_base_dir: Path, tmp_path:
     saved = json.loads((tmp_path / "results" / "learning_curve.json").read_text())
     assert saved["rows"] == rows and len(saved["summary"]) == 5
 
-    # interrupted after six points: only the missing one is trained again
+    # interrupted before a trained point was written: only that point is trained again
     points_file = tmp_path / "work" / "points.jsonl"
     lines = points_file.read_text().splitlines()
-    points_file.write_text("\n".join(lines[:-1]) + "\n")
+    lost = max(i for i, line in enumerate(lines) if json.loads(line)["method"] == "pretrained")
+    points_file.write_text("".join(line + "\n" for i, line in enumerate(lines) if i != lost))
     trained: list[object] = []
     real_train = experiments.train
 
@@ -98,7 +99,9 @@ def test_learning_curve_writes_points_and_resumes(tiny_base_dir: Path, tmp_path:
 
     monkeypatch.setattr("training.experiments.train", counting_train)
     assert len(learning_curve(**kwargs)["rows"]) == 7  # type: ignore[arg-type]
-    assert len(trained) == 1 and f"{json.loads(lines[-1])['seed']}" in str(trained[0].output_dir)  # type: ignore[attr-defined]
+    missing = json.loads(lines[lost])
+    assert len(trained) == 1
+    assert trained[0].output_dir.name == f"pretrained-{missing['fraction']:g}-{missing['seed']}"  # type: ignore[attr-defined]
 
     def no_training(*args: object, **kw: object) -> None:
         raise AssertionError("finished points must not be trained again")
