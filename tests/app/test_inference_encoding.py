@@ -40,3 +40,12 @@ def test_truncation_counts_the_prefix(tiny_base_dir: Path) -> None:
     encoded = encode_texts(tokenizer(tiny_base_dir, max_length=20), [long_text], text_prefix="query: ")[0]
     assert len(encoded.ids) == 20
     assert encoded.special[-1] == 1  # </s> is kept
+
+
+def test_without_a_prefix_the_encoding_is_the_tokenizers_own(tiny_base_dir: Path) -> None:
+    # artifacts written before the text prefix (models/default) read texts exactly as before
+    texts = ["Gatlampan på Storgatan 12 är trasig.", "x"]
+    raw = tokenizer(tiny_base_dir).encode_batch(texts)
+    encoded = encode_texts(tokenizer(tiny_base_dir), texts)
+    for mine, theirs in zip(encoded, raw, strict=True):
+        assert (mine.ids, mine.offsets, mine.special) == (theirs.ids, theirs.offsets, theirs.special_tokens_mask)

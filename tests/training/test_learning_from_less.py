@@ -159,7 +159,8 @@ def test_a_zero_shot_artifact_serves(tiny_zero_shot_artifact: Path) -> None:
     assert manifest.provenance["zero_shot"] is True
     assert manifest.provenance["labelled_reports"] == 0
     assert manifest.tokenizer.text_prefix == "query: "
-    assert "zero-shot" in (zero_shot_artifact / "MODEL_CARD.md").read_text()
+    card = (zero_shot_artifact / "MODEL_CARD.md").read_text()
+    assert "**Zero-shot**: trained on no labelled report" in card and "finds no spans" in card
     model = ReportModel.load(zero_shot_artifact, execution_provider="cpu", intra_op_threads=1, max_batch_tokens=4096)
     predictions = model.predict(["Det luktar avlopp i källaren", "Soptunnan har inte tömts"])
     assert all(len(p.department) == 10 and p.keywords == () for p in predictions)
@@ -317,3 +318,14 @@ def test_configurations_written_before_these_options_keep_their_behaviour() -> N
     old = {k: v for k, v in TrainConfig().to_json().items() if k not in LEGACY_VALUES}
     config = TrainConfig.from_json(old)
     assert (config.text_prefix, config.head_init, config.adaptive_schedule) == ("", "random", False)
+
+
+def test_a_trained_artifact_records_what_it_learned_from(tiny_artifact: Path) -> None:
+    manifest = read_manifest(tiny_artifact)
+    assert manifest.provenance["zero_shot"] is False
+    assert manifest.provenance["labelled_reports"] == 40
+    assert manifest.provenance["heads"]["department"] == "description"
+    assert manifest.tokenizer.text_prefix == "query: "
+    assert "potthål" in manifest.tasks["department"].labels[0].terms
+    card = (tiny_artifact / "MODEL_CARD.md").read_text()
+    assert "Zero-shot" not in card and "Trained on 40 labelled reports." in card
