@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: run test lint typecheck pytest postgres train export bench learning-curve data-validate clean help
+.PHONY: run test lint typecheck pytest postgres browser train export bench learning-curve data-validate clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -33,6 +33,13 @@ postgres:  ## start the local PostgreSQL when it is down (the tests use it)
 	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
 		echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1
 
+# Debian's chromium and its driver: the real-browser test of the staff pages drives them (Selenium).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:  ## install chromium and chromium-driver with apt-get when missing
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
 lint: $(VENV)/.dev-installed  ## ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -40,7 +47,7 @@ lint: $(VENV)/.dev-installed  ## ruff
 typecheck: $(VENV)/.dev-installed  ## mypy on app/, training/ and bench/
 	$(BIN)/mypy app training bench
 
-pytest: $(VENV)/.dev-installed postgres
+pytest: $(VENV)/.dev-installed postgres browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest  ## set up, start PostgreSQL if down, run ruff, mypy and pytest

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ExecutionProvider = Literal["cpu", "cuda"]
@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     api_keys: dict[str, str] = Field(
         default_factory=dict,
         description=(
-            "API keys as JSON: {client name: 'sha256:<hex of the key>|scope,scope'}; scopes: classify, feedback, audit."
+            "API keys as JSON: {client name: 'sha256:<hex of the key>|scope,scope'}; "
+            "scopes: classify, feedback, audit, review."
         ),
     )
     execution_provider: ExecutionProvider = Field(
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(10_000, ge=1, description="Longest accepted report text, in characters.")
     max_batch_items: int = Field(64, ge=1, description="Most items accepted by /v1/classify/batch.")
     max_body_bytes: int = Field(1_000_000, ge=1, description="Largest accepted request body (413 above).")
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may take to arrive in full (408 after), so a stalled client holds no "
+        "worker.",
+    )
     review_threshold: float | None = Field(
         None,
         ge=0,
@@ -70,6 +77,17 @@ class Settings(BaseSettings):
         None, ge=1, description="Stored texts older than this are removed by `kommunrouter audit purge`."
     )
     log_level: str = Field("INFO", description="Log level of the service's JSON logs.")
+    ui_session_secret: SecretStr | None = Field(
+        None,
+        description=(
+            "Key that signs the staff pages' session cookies (32+ random characters); unset, a random key per "
+            "process (sign-ins end at a restart and are not shared between replicas)."
+        ),
+    )
+    ui_session_hours: float = Field(8.0, gt=0, le=24 * 30, description="How long a sign-in to the staff pages lasts.")
+    ui_timezone: str = Field(
+        "Europe/Stockholm", description="Time zone of the days and weeks on the staff pages (an IANA zone name)."
+    )
 
 
 @lru_cache

@@ -26,6 +26,9 @@ from app.audit.writer import AuditWriter
 from app.errors import AuditUnavailable, BatchTooLarge, InvalidInput
 from app.inference.classifier import Classification, Classifier
 
+# How many next-most-likely departments an answer and the audit record carry (for reviewers).
+ALTERNATIVES = 3
+
 
 class DecisionCounters(Protocol):
     """What the service counts (the service's Prometheus metrics implement it)."""
@@ -84,6 +87,9 @@ def audit_record(decision: RoutingDecision) -> DecisionRecord:
         text=decision.report.text,
         department=department.label,
         department_score=department.score,
+        department_alternatives=[
+            {"label": other.label, "score": other.score} for other in prediction.department[1 : 1 + ALTERNATIVES]
+        ],
         sentiment=prediction.sentiment.label,
         sentiment_score=prediction.sentiment.score,
         severity=prediction.severity.label,
@@ -164,8 +170,17 @@ class DecisionService:
 
         return list(await asyncio.gather(*(one(report) for report in reports)))
 
-    def record_feedback(self, session: Session, *, request_id: str, client: str, correction: Correction) -> Feedback:
-        """Store a reviewer's correction linked to its decision and commit it.
+    def record_feedback(
+        self,
+        session: Session,
+        *,
+        request_id: str,
+        client: str,
+        correction: Correction,
+        idempotency_key: str | None = None,
+    ) -> Feedback:
+        """Store a reviewer's correction linked to its decision and commit it; a retried request with the same
+        ``idempotency_key`` returns the stored correction instead of adding a second one.
 
         Raises :class:`~app.errors.DecisionNotFound`, :class:`~app.errors.InvalidFeedback` (a label the model does
         not know, a keyword outside the text) or :class:`~app.errors.AuditUnavailable`.
@@ -182,6 +197,7 @@ class DecisionService:
                 severity=correction.severity,
                 keywords=None if correction.keywords is None else list(correction.keywords),
                 allowed_labels={task: self.manifest.tasks[task].label_ids for task in TASKS},
+                idempotency_key=idempotency_key,
             )
             session.commit()
         return feedback

@@ -49,6 +49,25 @@ class InvalidFeedback(KommunrouterError):
     code = "invalid_feedback"
 
 
+class FeedbackConflict(KommunrouterError):
+    """A correction that cannot apply to its decision: a keyword outside the decision's text, or keywords that
+    overlap (answered with HTTP 409: the request is well-formed, the decision it names does not fit it)."""
+
+    code = "feedback_conflict"
+
+
+class IdempotencyKeyReused(KommunrouterError):
+    """An Idempotency-Key already used by this client for a different request."""
+
+    code = "idempotency_key_reused"
+
+
+class SchemaOutdated(KommunrouterError):
+    """The audit database's schema is not at the revision this version of the service needs."""
+
+    code = "schema_outdated"
+
+
 class InvalidInput(KommunrouterError):
     """A request is well-formed JSON but its content breaks a rule of the service (answered with HTTP 422)."""
 

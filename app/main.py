@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,16 +17,18 @@ from sqlalchemy import Engine
 from app.api.errors import install_error_handlers
 from app.api.metrics import ServiceMetrics
 from app.api.middleware import BodyLimitMiddleware, InFlightRequests, RequestContextMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import audit, classify, feedback, meta, probes
 from app.api.security import AccessControl
-from app.audit.database import database_is_reachable, make_engine, upgrade_database
+from app.audit.database import database_is_reachable, make_engine, require_current_schema, upgrade_database
 from app.audit.writer import AuditWriter
 from app.config import Settings, get_settings
 from app.decisions import DecisionService
 from app.errors import ConfigurationError, KommunrouterError
-from app.inference.classifier import Classifier
+from app.inference.classifier import Classifier, load_classifier
 from app.inference.model import ReportModel
 from app.logs import configure_logging
+from app.ui.routes import router as staff_pages
 
 logger = logging.getLogger(__name__)
 
@@ -67,26 +70,6 @@ def _warn_open_access(settings: Settings) -> None:
         )
 
 
-def _load_classifier(settings: Settings, metrics: ServiceMetrics) -> tuple[ReportModel, Classifier]:
-    """The artifact in onnxruntime behind the micro-batcher, with the routing table and review threshold."""
-    model = ReportModel.load(
-        settings.model_dir,
-        execution_provider=settings.execution_provider,
-        intra_op_threads=settings.intra_op_threads,
-        max_batch_tokens=settings.max_batch_tokens,
-        on_model_call=metrics.observe_model_call,
-    )
-    classifier = Classifier(
-        model,
-        routing_table=settings.routing_table,
-        review_threshold=settings.review_threshold,
-        max_text_chars=settings.max_text_chars,
-        max_batch_size=settings.max_batch_size,
-        max_batch_wait_ms=settings.max_batch_wait_ms,
-    )
-    return model, classifier
-
-
 def _open_audit_database(settings: Settings) -> Engine:
     """The audit database's engine, migrated first when the settings ask for it."""
     engine = make_engine(settings.database_url)
@@ -100,8 +83,10 @@ def _start_services(app: FastAPI) -> _Services:
     settings: Settings = app.state.settings
     metrics: ServiceMetrics = app.state.metrics
     try:
-        model, classifier = _load_classifier(settings, metrics)
+        classifier = load_classifier(settings, on_model_call=metrics.observe_model_call)
+        model = classifier.model
         engine = _open_audit_database(settings)
+        require_current_schema(engine)
     except KommunrouterError as exc:
         logger.error("start-up failed: %s", exc)
         app.state.startup_error = exc
@@ -178,11 +163,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.startup_error = None
     install_error_handlers(app)
     # The last added runs first: every answer, a 413 included, gets a request id and is measured.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics, in_flight=app.state.in_flight)
-    for router in (classify.router, meta.router, probes.router, feedback.router, audit.router):
+    for router in (classify.router, meta.router, probes.router, feedback.router, audit.router, staff_pages):
         app.include_router(router)
+    install_openapi(app)
     return app
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a busy port fails the start at once, before anything
+    logs that the service is ready."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def run_server(*, host: str, port: int) -> None:
@@ -194,14 +196,17 @@ def run_server(*, host: str, port: int) -> None:
     except ValidationError as exc:
         raise ConfigurationError(f"invalid KOMMUNROUTER_* settings: {exc}") from exc
     configure_logging(settings.log_level)
+    sock = _listening_socket(host, port)
     app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, workers=1, log_config=None, access_log=False, lifespan="on")
     )
     try:
-        server.run()
+        server.run(sockets=[sock])
     except SystemExit:
         # uvicorn exits (status 3) when the lifespan fails; the CLI turns the cause into one line and status 1.
         if app.state.startup_error is not None:
             raise app.state.startup_error from None
         raise
+    finally:
+        sock.close()

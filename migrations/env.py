@@ -10,8 +10,9 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 
-from app.audit.database import make_engine
+from app.audit.database import MIGRATION_LOCK_KEY, make_engine
 from app.audit.models import Base
 from app.config import get_settings
 
@@ -52,6 +53,10 @@ def run_migrations_online() -> None:
                 compare_type=True,
             )
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":
+                    # Replicas that migrate at once queue here, each then finds the schema current: without the
+                    # lock, the second would fail creating tables the first just created. Held until commit.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -41,7 +41,7 @@ from app.errors import KommunrouterError
 from app.inference.session import create_session
 from app.inference.tensors import pad_batch
 from training.config import TrainConfig
-from training.data import Report, load_reports, load_taxonomy
+from training.data import Report, data_version, load_reports, load_taxonomy
 from training.evaluate import EVALUATION_THREADS, ModelOutputs, collect_outputs, evaluate_outputs, onnx_runner
 from training.model import (
     Encoded,
@@ -353,6 +353,7 @@ def _provenance(
         "unlabelled_reports": None if evaluation is None else evaluation.unlabelled_reports,
         "zero_shot": evaluation is not None and evaluation.labelled_reports == 0,
         "heads": {task: "description" if task in model.layouts else "linear" for task in CLASSIFICATION_TASKS},
+        "data_version": None if config.train_file is None else data_version(config.train_file),
         "config_sha256": hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest(),
         "config": config_json,
     }

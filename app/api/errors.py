@@ -21,6 +21,8 @@ from app.errors import (
     AuthenticationRequired,
     DecisionNotFound,
     DuplicateDecision,
+    FeedbackConflict,
+    IdempotencyKeyReused,
     InvalidFeedback,
     InvalidInput,
     KommunrouterError,
@@ -38,6 +40,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[KommunrouterError], int], ...] = (
     (PermissionDenied, 403),
     (DecisionNotFound, 404),
     (DuplicateDecision, 409),
+    (FeedbackConflict, 409),
+    (IdempotencyKeyReused, 409),
     (AuditUnavailable, 503),
     (ServiceUnavailable, 503),
 )
@@ -45,6 +49,7 @@ _CODE_BY_HTTP_STATUS = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 
@@ -55,6 +60,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "Invalid JSON or a body that is not UTF-8"),
         (401, f"No valid API key in the {API_KEY_HEADER} header"),
         (403, "The API key lacks the scope this endpoint needs"),
+        (408, "The body did not arrive in full within the configured time"),
         (413, "The body is larger than the configured limit"),
         (415, "The body is not JSON"),
         (422, "The JSON does not fit the schema, or the text breaks a rule (empty, too long, control characters)"),
@@ -151,6 +157,8 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         # FastAPI turns a body that does not decode into a plain 400; say what was wrong with it.
         return error_response(400, "invalid_utf8", "the body is not valid UTF-8")
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        return error_response(400, "json_too_deep", "the JSON body is nested too deep")
     code = _CODE_BY_HTTP_STATUS.get(exc.status_code, f"http_{exc.status_code}")
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

@@ -1,5 +1,5 @@
 """Per-request context: a request id (logs, ``X-Request-ID``), one access log line, the HTTP metrics, the count
-of requests in flight (shutdown waits for them); and the request body size limit."""
+of requests in flight (shutdown waits for them); and the request body's size and time limits."""
 
 from __future__ import annotations
 
@@ -115,15 +115,17 @@ class RequestContextMiddleware:
 
 class BodyLimitMiddleware:
     """Answers 413 for a body over ``max_body_bytes``: at once when Content-Length says so, else as soon as the
-    bytes received pass the limit (chunked uploads).
+    bytes received pass the limit (chunked uploads); and 408 for a body that has not arrived in full
+    ``body_timeout_s`` after the request began (a stalled or very slow client must not hold a worker).
 
     FastAPI's own ``max_body_size`` would do the counting, but it replaces any answer to an oversized
     Content-Length with a plain-text 413, outside the service's error shape.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -134,16 +136,29 @@ class BodyLimitMiddleware:
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await error_response(413, "payload_too_large", message)(scope, receive, send)
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
         received = 0
+        complete = False
 
-        async def receive_within_limit() -> Message:
-            nonlocal received
-            event = await receive()
+        async def receive_within_limits() -> Message:
+            nonlocal received, complete
+            if complete:
+                return await receive()  # after the body: waiting for a disconnect is no body read
+            try:
+                async with asyncio.timeout_at(deadline):
+                    event = await receive()
+            except TimeoutError:
+                # Raised inside the route's body read: FastAPI passes HTTPException on to the handlers.
+                raise HTTPException(
+                    408,
+                    detail=f"the body did not arrive within {self.body_timeout_s:g} s (KOMMUNROUTER_BODY_TIMEOUT_S)",
+                ) from None
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
+                complete = not event.get("more_body", False)
                 if received > self.max_body_bytes:
-                    # Raised inside the route's body read: FastAPI passes HTTPException on to the handlers.
                     raise HTTPException(413, detail=message)
             return event
 
-        await self.app(scope, receive_within_limit, send)
+        await self.app(scope, receive_within_limits, send)

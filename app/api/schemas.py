@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, JsonValue
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler, JsonValue
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from app.inference.text import forbidden_character
+from app.inference.text import TYPED_TEXT_PATTERN, forbidden_character, report_text_pattern
 
 EXAMPLE_TEXT = (
     "Gatlampan utanför Storgatan 12 har varit trasig i två veckor och det är helt mörkt på kvällarna. "
@@ -53,20 +54,80 @@ def _typed_text(value: str) -> str:
     return value
 
 
-def _storable_json(value: JsonValue) -> JsonValue:
-    """Strings without control characters and finite numbers, at any depth (the audit log stores the value)."""
+# Limits of the request metadata (the audit log stores it): declared in the schema, enforced the same way.
+METADATA_MAX_DEPTH = 4  # the metadata object itself is level 1
+METADATA_MAX_KEYS = 32  # per object
+METADATA_MAX_ITEMS = 32  # per array
+METADATA_MAX_KEY_CHARS = 100
+METADATA_MAX_STRING_CHARS = 1000
+
+
+def _check_metadata(value: JsonValue, *, depth: int = 1) -> None:
+    """Raise ValueError naming the first limit ``value`` breaks (see the METADATA_* limits)."""
     if isinstance(value, str):
         _typed_text(value)
+        if len(value) > METADATA_MAX_STRING_CHARS:
+            raise ValueError(f"a string is longer than {METADATA_MAX_STRING_CHARS} characters ({len(value)})")
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("numbers must be finite")
-    elif isinstance(value, list):
-        for item in value:
-            _storable_json(item)
-    elif isinstance(value, dict):
+    elif isinstance(value, list | dict):
+        if depth > METADATA_MAX_DEPTH:
+            raise ValueError(f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels")
+        if isinstance(value, list):
+            if len(value) > METADATA_MAX_ITEMS:
+                raise ValueError(f"an array has more than {METADATA_MAX_ITEMS} items ({len(value)})")
+            for item in value:
+                _check_metadata(item, depth=depth + 1)
+            return
+        if len(value) > METADATA_MAX_KEYS:
+            raise ValueError(f"an object has more than {METADATA_MAX_KEYS} keys ({len(value)})")
         for key, item in value.items():
             _typed_text(key)
-            _storable_json(item)
+            if len(key) > METADATA_MAX_KEY_CHARS:
+                raise ValueError(f"a key is longer than {METADATA_MAX_KEY_CHARS} characters ({len(key)})")
+            _check_metadata(item, depth=depth + 1)
+
+
+def _storable_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    _check_metadata(value)
     return value
+
+
+def _metadata_values(depth: int) -> list[dict[str, Any]]:
+    """The JSON schemas a metadata value at ``depth`` may have (the limits of :func:`_check_metadata`)."""
+    values: list[dict[str, Any]] = [
+        {"type": "string", "maxLength": METADATA_MAX_STRING_CHARS, "pattern": TYPED_TEXT_PATTERN},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+    if depth <= METADATA_MAX_DEPTH:
+        inner = {"anyOf": _metadata_values(depth + 1)}
+        values += [
+            {
+                "type": "object",
+                "maxProperties": METADATA_MAX_KEYS,
+                "propertyNames": {"maxLength": METADATA_MAX_KEY_CHARS, "pattern": TYPED_TEXT_PATTERN},
+                "additionalProperties": inner,
+            },
+            {"type": "array", "maxItems": METADATA_MAX_ITEMS, "items": inner},
+        ]
+    return values
+
+
+def _metadata_schema() -> dict[str, Any]:
+    """The metadata object (level 1), unrolled to the depth limit."""
+    return next(value for value in _metadata_values(1) if value["type"] == "object")
+
+
+class _JsonSchema:
+    """Replace the generated JSON schema of an annotated type by a fixed one (the validation stays as it is)."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+
+    def __get_pydantic_json_schema__(self, _schema: CoreSchema, _handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return dict(self.schema)
 
 
 CaseId = Annotated[
@@ -76,6 +137,7 @@ CaseId = Annotated[
         max_length=200,
         description="The caller's own id of the case (stored with the decision).",
         examples=["KS-2024-00412"],
+        json_schema_extra={"pattern": TYPED_TEXT_PATTERN},
     ),
     AfterValidator(_typed_text),
 ]
@@ -84,9 +146,13 @@ ReportText = Annotated[
     Field(
         description=(
             "The report as the citizen wrote it: 1 to 10,000 characters by default (KOMMUNROUTER_MAX_TEXT_CHARS), "
-            "not only whitespace, no control characters other than tab and line breaks."
+            "not only whitespace or invisible format characters (zero-width space, direction marks), no control "
+            "characters other than tab and line breaks."
         ),
         examples=[EXAMPLE_TEXT],
+        # Checked by the classifier (codes empty_text, text_too_long, invalid_text); maxLength is set from the
+        # settings when the OpenAPI document is built.
+        json_schema_extra=lambda schema: schema.update(minLength=1, pattern=report_text_pattern()),
     ),
 ]
 
@@ -122,8 +188,16 @@ class ClassifyRequest(ReportItem):
         }
     )
 
-    metadata: Annotated[dict[str, JsonValue], AfterValidator(_storable_json)] | None = Field(
-        None, description="Free JSON object stored with the decision (strings are redacted in the audit log)."
+    metadata: (
+        Annotated[dict[str, JsonValue], AfterValidator(_storable_metadata), _JsonSchema(_metadata_schema())] | None
+    ) = Field(
+        None,
+        description=(
+            f"Free JSON object stored with the decision (personal data in its keys and strings is redacted in the "
+            f"audit log). Limits: {METADATA_MAX_DEPTH} levels of nesting, {METADATA_MAX_KEYS} keys per object, "
+            f"{METADATA_MAX_ITEMS} items per array, keys of {METADATA_MAX_KEY_CHARS} and strings of "
+            f"{METADATA_MAX_STRING_CHARS} characters; no control characters."
+        ),
     )
 
 
@@ -135,7 +209,12 @@ class _DocumentedAs:
         self.model = model
 
     def __get_pydantic_json_schema__(self, _schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        return handler(self.model.__pydantic_core_schema__)
+        return {
+            "anyOf": [
+                handler(self.model.__pydantic_core_schema__),
+                {"description": "Anything else: answered with a validation_error in its place of the results."},
+            ]
+        }
 
 
 class BatchRequest(BaseModel):
@@ -159,7 +238,9 @@ class BatchRequest(BaseModel):
     )
 
     items: list[Annotated[Any, _DocumentedAs(ReportItem)]] = Field(
-        description="The reports, at most KOMMUNROUTER_MAX_BATCH_ITEMS (64 by default)."
+        description="The reports, at most KOMMUNROUTER_MAX_BATCH_ITEMS (64 by default). An item that is not a "
+        "valid report gets an error in its place of the results (the others are classified): per-item errors are "
+        "the design, so any item is accepted here."
     )
 
 
@@ -302,15 +383,54 @@ class HealthResponse(BaseModel):
 
 class ReadinessResponse(BaseModel):
     status: Literal["ready", "not_ready"]
-    checks: dict[str, bool] = Field(description="Each readiness condition: model, database.")
+    checks: dict[str, bool] = Field(
+        description="Each readiness condition: model (loaded), database (answers), schema (at the Alembic head)."
+    )
+    code: Literal["model_not_loaded", "database_unavailable", "schema_outdated"] | None = Field(
+        None, description="Why the service is not ready (absent when it is)."
+    )
+    message: str | None = Field(None, description="What is wrong, for people (absent when ready).")
 
 
 # --- feedback and audit --------------------------------------------------------------------------------------
+
+# ISO 8601 as RFC 3339 writes it (a space for the T, and no zone, allowed too): never a bare number, which
+# pydantic would otherwise take for a Unix timestamp.
+_ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:[Zz]|[+-]\d{2}:?\d{2})?)?")
+
+
+def _iso_8601(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _ISO_8601.fullmatch(value) is None:
+        raise ValueError("not an ISO 8601 date or time (for example 2024-03-15T08:30:00Z)")
+    return value
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """A query timestamp in UTC, the zone of the audit log (a timestamp without a zone is taken as UTC); one
+    beyond the range of datetime in UTC is clamped to it (earlier or later than every decision either way)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if moment.year == datetime.min.year else datetime.max).replace(tzinfo=UTC)
+
+
+UtcTime = Annotated[datetime, BeforeValidator(_iso_8601), AfterValidator(_as_utc)]
 
 LABEL_ID = r"^[A-Za-z0-9_]{1,64}$"
 # Request ids are UUIDs the service made; anything printable is accepted, nothing a database cannot store.
 REQUEST_ID = r"^[\x21-\x7e]{1,128}$"
 ReviewedLabel = Annotated[str, Field(pattern=LABEL_ID)]
+# The Idempotency-Key header of POST /v1/feedback (keyword arguments of fastapi.Header).
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "alias": "Idempotency-Key",
+    "pattern": r"^[\x21-\x7e]{1,255}$",
+    "description": "A key of the client's choosing (a UUID, say) that makes a retried POST safe: the same key with "
+    "the same request returns the feedback stored the first time and stores nothing; with another request, 409.",
+}
 
 
 class KeywordLabel(BaseModel):
@@ -353,8 +473,17 @@ class FeedbackRequest(BaseModel):
         "answer gave them); [] when the report has none. A feedback without any of department, sentiment, "
         "severity and keywords confirms the whole decision.",
     )
-    reviewer: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_typed_text)] | None = Field(
-        None, description="Who reviewed the decision (kept in the audit log)."
+    reviewer: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=256, json_schema_extra={"pattern": TYPED_TEXT_PATTERN}),
+            AfterValidator(_typed_text),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="Who reviewed the decision: a staff id is best. Kept in the audit log, with any personnummer, "
+        "phone number or e-mail address in it redacted.",
     )
 
 
@@ -406,7 +535,9 @@ class AuditRecord(BaseModel):
     text_storage: Literal["redacted", "hash", "none"] = Field(
         description="The text policy the decision was stored under."
     )
-    text: str | None = Field(description="The text with personal data replaced ([PERSONNUMMER], [TELEFON], [E-POST]).")
+    text: str | None = Field(
+        description="The text with personal data replaced ([PERSONNUMMER], [TELEFON], [E-POST], [NAMN])."
+    )
     text_sha256: str | None = Field(description="sha256 of the text as sent (text_storage hash).")
     text_purged_at: datetime | None = Field(description="When retention removed the stored text.")
     metadata: dict[str, Any] | None

@@ -15,7 +15,7 @@ from fastapi.security import APIKeyHeader
 from app.errors import AuthenticationRequired, ConfigurationError, PermissionDenied
 
 API_KEY_HEADER = "X-API-Key"
-SCOPES = ("classify", "feedback", "audit")
+SCOPES = ("classify", "feedback", "audit", "review")
 OPEN_ACCESS_CLIENT = "open-access"
 _KEY_HASH = re.compile(r"sha256:([0-9a-f]{64})")
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
-from app.errors import AuditUnavailable, ConfigurationError
+from app.errors import AuditUnavailable, ConfigurationError, SchemaOutdated
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# The PostgreSQL advisory lock that serialises concurrent migrations (any constant 64-bit key: "kommunro").
+MIGRATION_LOCK_KEY = 0x6B6F6D6D756E726F
 POSTGRES_CONNECT_TIMEOUT_S = 5
 
 
@@ -71,6 +75,51 @@ def database_is_reachable(engine: Engine) -> bool:
         logger.warning("audit database unreachable: %s", exc.__class__.__name__)
         return False
     return True
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str | None:
+    """The newest Alembic revision of the migrations this version ships."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Whether the audit database answers and its schema is the one this version needs."""
+
+    status: Literal["current", "outdated", "unavailable"]
+    revision: str | None = None
+
+    def describe(self) -> str:
+        if self.status == "unavailable":
+            return "the audit database is unavailable"
+        found = "has no schema" if self.revision is None else f"is at schema revision {self.revision}"
+        return f"the audit database {found}; this version needs revision {head_revision()}"
+
+
+def schema_state(engine: Engine) -> SchemaState:
+    """The audit database's schema against the migrations' head (for readiness, and the check at start)."""
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as connection:
+            revision = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        logger.warning("audit database unreachable: %s", exc.__class__.__name__)
+        return SchemaState("unavailable")
+    return SchemaState("current" if revision == head_revision() else "outdated", revision)
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Raise SchemaOutdated (one line naming ``kommunrouter migrate``) unless the schema is at the head; an
+    unreachable database passes (readiness reports it, and the service starts when it comes back)."""
+    state = schema_state(engine)
+    if state.status == "outdated":
+        raise SchemaOutdated(
+            f"{state.describe()}: run `kommunrouter migrate` first (or set KOMMUNROUTER_MIGRATE_ON_START=true)"
+        )
 
 
 def reclaim_purged_text(engine: Engine) -> None:

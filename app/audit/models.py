@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -46,6 +58,13 @@ class Decision(Base):
     """One routing decision as the service answered it."""
 
     __tablename__ = "decisions"
+    __table_args__ = (
+        # The staff pages' review queue: open decisions by severity, oldest first (app/audit/insights.py).
+        Index("ix_decisions_review_queue", "needs_review", "severity", "created_at"),
+        # The insights of a period: counts per department, day, sentiment and severity, and the feedback of each
+        # decision (by id), from the index alone.
+        Index("ix_decisions_insights", "created_at", "department", "sentiment", "severity", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True, comment="the request id")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
@@ -55,6 +74,9 @@ class Decision(Base):
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     department: Mapped[str] = mapped_column(String(64), index=True)
     department_score: Mapped[float] = mapped_column(Float)
+    department_alternatives: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        NullableJSON, comment="[{label, score}] the next most likely departments"
+    )
     sentiment: Mapped[str] = mapped_column(String(64))
     sentiment_score: Mapped[float] = mapped_column(Float)
     severity: Mapped[str] = mapped_column(String(64))
@@ -80,9 +102,10 @@ class Decision(Base):
 
 
 class Feedback(Base):
-    """A person's correction (or confirmation) of a decision; the latest one wins per field."""
+    """A person's correction (or confirmation) of a decision; the latest one of a decision is the one in force."""
 
     __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("client", "idempotency_key_sha256", name="uq_feedback_client_idempotency_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), index=True)
@@ -93,5 +116,28 @@ class Feedback(Base):
     sentiment: Mapped[str | None] = mapped_column(String(64))
     severity: Mapped[str | None] = mapped_column(String(64))
     keywords: Mapped[list[dict[str, Any]] | None] = mapped_column(NullableJSON, comment="[{type, start, end}]")
+    idempotency_key_sha256: Mapped[str | None] = mapped_column(
+        String(64), comment="sha256 of the client's Idempotency-Key header"
+    )
+    request_sha256: Mapped[str | None] = mapped_column(
+        String(64), comment="sha256 of the request, to tell a retry from a reused key"
+    )
 
     decision: Mapped[Decision] = relationship(back_populates="feedback")
+
+
+class DecisionKeyword(Base):
+    """One keyword of a decision, cut out of its stored (redacted) text when the decision was written: the
+    insights count keywords per department and period from here instead of parsing every stored text.
+    Only decisions with a stored text have rows, and retention removes them with the text."""
+
+    __tablename__ = "decision_keywords"
+    # The counts of a period from the index alone.
+    __table_args__ = (Index("ix_decision_keywords_period", "created_at", "department", "type", "keyword"),)
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, comment="the span's place among the decision's")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="the decision's time")
+    department: Mapped[str] = mapped_column(String(64), comment="the department the model chose")
+    type: Mapped[str] = mapped_column(String(64), comment="PLATS, OBJEKT, ...")
+    keyword: Mapped[str] = mapped_column(String(200), comment="as written in the stored text, spaces collapsed")

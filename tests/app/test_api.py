@@ -221,7 +221,7 @@ async def test_probes(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"model": True, "database": True}}
+    assert ready.json() == {"status": "ready", "checks": {"model": True, "database": True, "schema": True}}
 
 
 async def test_an_unreachable_database_is_not_ready_and_refuses_decisions(
@@ -231,7 +231,9 @@ async def test_an_unreachable_database_is_not_ready_and_refuses_decisions(
     async with serve_app(create_app(make_settings(database_url=unreachable))) as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 503
-        assert ready.json() == {"status": "not_ready", "checks": {"model": True, "database": False}}
+        body = ready.json()
+        assert (body["status"], body["code"]) == ("not_ready", "database_unavailable")
+        assert body["checks"] == {"model": True, "database": False, "schema": False}
         response = await classify(client, SWEDISH)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "audit_unavailable"

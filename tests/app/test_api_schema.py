@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +27,9 @@ from schemathesis.specs.openapi.checks import (
 
 from app.config import Settings
 from app.main import create_app
-from tests.app.conftest import AUDIT_HEADERS
+from tests.app.conftest import AUDIT_HEADERS, serve_app
+
+REPO = Path(__file__).parents[2]
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 25
@@ -55,3 +67,86 @@ def test_every_operation_keeps_to_its_schema(make_settings: Callable[..., Settin
         for status in ("200", "400", "422")
     }
     assert answered["200"] > 0 if mode == GenerationMode.POSITIVE else answered["400"] + answered["422"] > 0
+
+
+# --- schemathesis as a client runs it: `st run URL/openapi.json --checks all` against the served app -------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def served(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """``kommunrouter serve`` of this checkout in a subprocess, with ``settings``; yields its base URL."""
+    port = _free_port()
+    env = os.environ | {f"KOMMUNROUTER_{name.upper()}": value for name, value in _environment(settings).items()}
+    command = [sys.executable, "-c", "from app.cli import main; main()", "serve", "--port", str(port)]
+    with (tmp_path / "server.log").open("w") as log:
+        server = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and server.poll() is None:
+                try:
+                    if httpx.get(f"{base}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            yield base
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    values = settings.model_dump(mode="json", exclude_defaults=True)
+    return {name: value if isinstance(value, str) else json.dumps(value) for name, value in values.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("open_access", [False, True], ids=["keyed", "open-access"])
+def test_schemathesis_with_all_checks_finds_nothing(
+    make_settings: Callable[..., Settings], tmp_path: Path, open_access: bool
+) -> None:
+    """Every phase (examples, coverage, fuzzing, stateful) and every check, positive data acceptance and negative
+    data rejection included: what the document declares valid is accepted, what it declares invalid refused."""
+    settings = make_settings(max_text_chars=200, max_batch_items=8, open_access=open_access)
+    with served(settings, tmp_path) as base:
+        headers = [] if open_access else ["-H", f"X-API-Key: {AUDIT_HEADERS['X-API-Key']}"]
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "st"), "run", f"{base}/openapi.json", "--checks", "all", *headers]
+            + ["--max-examples", "20", "--seed", "20", "--no-color"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert "No issues found" in run.stdout
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("open_access", [False, True], ids=["keyed", "open-access"])
+async def test_the_document_states_the_running_services_limits_labels_and_access(
+    make_settings: Callable[..., Settings], open_access: bool
+) -> None:
+    app = create_app(make_settings(max_text_chars=321, max_batch_items=7, open_access=open_access))
+    async with serve_app(app) as client:
+        schema = (await client.get("/openapi.json")).json()
+        labels = (await client.get("/v1/labels", headers=AUDIT_HEADERS)).json()
+    components = schema["components"]
+    assert components["schemas"]["ClassifyRequest"]["properties"]["text"]["maxLength"] == 321
+    assert components["schemas"]["BatchRequest"]["properties"]["items"]["maxItems"] == 7
+    department = components["schemas"]["FeedbackRequest"]["properties"]["department"]["anyOf"][0]
+    assert department["enum"] == [label["label"] for label in labels["department"]]
+    operations = [operation for path in schema["paths"].values() for operation in path.values()]
+    if open_access:
+        assert "securitySchemes" not in components
+        assert not any("security" in operation for operation in operations)
+    else:
+        assert "X-API-Key" in json.dumps(components["securitySchemes"])
+        assert any("security" in operation for operation in operations)

@@ -21,7 +21,7 @@ from app.audit.repository import (
     reviewed_examples,
     reviewed_labels,
 )
-from app.errors import DecisionNotFound, InvalidFeedback
+from app.errors import DecisionNotFound, FeedbackConflict, InvalidFeedback
 from tests.app.conftest import BOTH_DATABASES, review, store_decisions
 
 pytestmark = BOTH_DATABASES
@@ -127,24 +127,29 @@ def test_feedback_is_linked_and_its_keywords_move_onto_the_stored_text(
 
 
 @pytest.mark.parametrize(
-    ("fields", "message"),
+    ("fields", "error", "message"),
     [
-        ({"department": "brandkaren"}, "department 'brandkaren' is not a label"),
-        ({"keywords": [{"start": 0, "end": 500, "type": "PLATS"}]}, "outside the text"),
-        ({"keywords": [{"start": 0, "end": 4, "type": "PERSON"}]}, "keyword type 'PERSON'"),
+        ({"department": "brandkaren"}, InvalidFeedback, "department 'brandkaren' is not a label"),
+        ({"keywords": [{"start": 0, "end": 500, "type": "PLATS"}]}, FeedbackConflict, "outside the text"),
+        ({"keywords": [{"start": 0, "end": 4, "type": "PERSON"}]}, InvalidFeedback, "keyword type 'PERSON'"),
         (
             {"keywords": [{"start": 0, "end": 10, "type": "PLATS"}, {"start": 5, "end": 12, "type": "PLATS"}]},
+            FeedbackConflict,
             "overlaps",
         ),
     ],
 )
 def test_invalid_feedback_is_refused(
-    audit_engine: Engine, make_record: Callable[..., DecisionRecord], fields: dict[str, Any], message: str
+    audit_engine: Engine,
+    make_record: Callable[..., DecisionRecord],
+    fields: dict[str, Any],
+    error: type[Exception],
+    message: str,
 ) -> None:
     record = make_record()
     store_decisions(audit_engine, record)
     with Session(audit_engine) as session:
-        with pytest.raises(InvalidFeedback, match=message):
+        with pytest.raises(error, match=message):
             review(session, record.request_id, **fields)
         with pytest.raises(DecisionNotFound):
             review(session, "no-such-request", department="avfall")
@@ -159,7 +164,7 @@ def test_reviewed_labels_take_corrections_and_confirmations_never_silent_predict
         review(session, corrected.request_id, severity="hog")
         review(session, confirmed.request_id, reviewer="handläggare 7")
         review(session, overridden.request_id, reviewer="a")  # confirms everything...
-        review(session, overridden.request_id, department="avfall")  # ...then moves the department
+        review(session, overridden.request_id, department="avfall")  # ...then only moves the department
         session.commit()
         labels = {
             record.request_id: reviewed_labels(get_decision(session, request_id=record.request_id))
@@ -174,8 +179,9 @@ def test_reviewed_labels_take_corrections_and_confirmations_never_silent_predict
         {"start": 18, "end": 27, "type": "OBJEKT"},
         {"start": 31, "end": 43, "type": "PLATS"},
     ]
+    # The latest feedback is the one in force: the earlier confirmation is history.
     assert labels[overridden.request_id].department == "avfall"
-    assert labels[overridden.request_id].severity == "medel"
+    assert labels[overridden.request_id].severity is None
 
 
 def test_keyword_labels_over_personal_data_become_unknown(
@@ -204,12 +210,12 @@ def test_department_agreement_counts_the_latest_judgement_per_decision(
         review(session, park[1].request_id)  # confirms: agrees
         review(session, park[2].request_id, department="avfall")  # disagrees...
         review(session, park[2].request_id, department="gata_park")  # ...then agrees: the latest counts
-        review(session, park[3].request_id, department="skola")  # disagrees
-        review(session, park[3].request_id, severity="hog")  # no department judgement: does not count
+        review(session, park[3].request_id, department="skola")  # disagrees, but then...
+        review(session, park[3].request_id, severity="hog")  # ...the feedback in force judges no department
         review(session, waste.request_id, department="gata_park")
         review(session, unjudged.request_id, sentiment="negativ")
         session.commit()
-        assert department_agreement(session) == {"gata_park": (4, 3), "avfall": (1, 0)}
+        assert department_agreement(session) == {"gata_park": (3, 3), "avfall": (1, 0)}
 
 
 def test_purge_removes_old_texts_and_keeps_rows_and_feedback(

@@ -21,7 +21,7 @@ from app.main import create_app
 from tests.app.conftest import BOTH_DATABASES, CLASSIFY_HEADERS, serve_app
 
 REPO = Path(__file__).parents[2]
-AUDIT_TABLES = {"decisions", "feedback"}
+AUDIT_TABLES = {"decisions", "feedback", "decision_keywords"}
 
 
 def head_revision() -> str | None:

@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.audit.redaction import Finding, find_personal_data, map_span, redact_personal_data
+from app.audit.redaction import NAMN, Finding, find_personal_data, map_span, name_lists, redact_personal_data
 
 WORDS = [
     "Hej", "gatlampan", "på", "vid", "är", "trasig", "sedan", "i", "går", "ring", "mig", "eller", "mejla", "tack",
-    "Mvh", "Anna", "soptunnan", "har", "inte", "tömts", "mitt", "personnummer", "nummer", "ärende", "om", "brunnen",
+    "kvällen", "lampan", "soptunnan", "har", "inte", "tömts", "mitt", "personnummer", "nummer", "ärende", "om",
+    "brunnen",
 ]  # fmt: skip
 STREETS = ["Storgatan", "Kungsvägen", "Östra Långgatan", "Ängsvägen", "Björkallén", "Västra Torggatan"]
 CITIES = ["Växjö", "Örebro", "Luleå", "Malmö", "Umeå"]
@@ -50,6 +51,14 @@ def personnummer(draw: st.DrawFn) -> str:
                 f"{short}{last_four}",
                 f"{long}-{last_four}",
                 f"{long}{last_four}",
+                f"{short} {last_four}",
+                f"{long} {last_four}",
+                f"{short}\u2013{last_four}",
+                f"{long}\u2013{last_four}",
+                f"{short} - {last_four}",
+                f"{long} \u2013 {last_four}",
+                f"{short}\u00a0{last_four}",
+                f"{short}\u2014{last_four}",
             ]  # fmt: skip
         )
     )
@@ -93,10 +102,24 @@ def phone_number(draw: st.DrawFn) -> str:
                 f"+46{national}{subscriber.replace(' ', '')}",
                 f"+46 (0){national}-{subscriber}",
                 f"0046 {national} {subscriber}",
+                f"0046{national}{subscriber.replace(' ', '')}",
+                f"0046-{national}-{subscriber}",
                 f"+46-{national}-{subscriber}",
+                f"{area}.{subscriber.replace(' ', '.')}",
+                f"{area} - {subscriber}",
+                f"{area} \u2013 {subscriber}",
+                f"{area} - {subscriber.replace(' ', ' - ')}",
+                f"{area}/{subscriber}",
             ]
         )
     )
+
+
+@st.composite
+def mobile_without_plus(draw: st.DrawFn) -> str:
+    """46 7X XXX XX XX: a mobile number written with the country code but without its plus."""
+    digits = draw(st.sampled_from("02369")) + draw(st.text(alphabet="0123456789", min_size=7, max_size=7))
+    return draw(st.sampled_from(["46", "46 "])) + "7" + group_digits(digits, draw)
 
 
 swedish_email = st.builds(
@@ -107,6 +130,25 @@ swedish_email = st.builds(
     st.sampled_from(["se", "com", "nu"]),
 )
 email = st.one_of(st.emails(), swedish_email)
+
+
+def _mixed_case(word: str, draw: st.DrawFn) -> str:
+    return "".join(char.upper() if draw(st.booleans()) else char for char in word)
+
+
+@st.composite
+def obfuscated_email(draw: st.DrawFn) -> str:
+    """An address with the @ and (some of) the dots written out: (at), [at], " at ", snabel-a, (dot), " punkt "."""
+    at = draw(st.sampled_from(["(at)", "[at]", " at ", " (at) ", " [ at ] ", " snabel-a ", "{at}", "<at>"]))
+    dot = draw(st.sampled_from([".", " dot ", "(dot)", " [dot] ", " punkt ", "."]))
+    at = _mixed_case(at, draw)
+    dot = _mixed_case(dot, draw)
+    local = draw(st.sampled_from(["anna", "örjan", "kalle", "li"]))
+    if draw(st.booleans()):
+        local += dot + draw(st.sampled_from(["berg", "åström", "nilsson99"]))
+    domain = draw(st.sampled_from(["gmail", "kommun", "telia-mail", "hotmail"]))
+    tld = _mixed_case(draw(st.sampled_from(["se", "com", "nu"])), draw)
+    return f"{_mixed_case(local, draw)}{at}{domain}{dot}{tld}"
 
 
 @st.composite
@@ -183,11 +225,138 @@ def test_no_email_address_survives(case: tuple[str, str]) -> None:
     assert address not in redacted
 
 
-@given(in_text(st.one_of(dates_written(), street_address(), case_number())))
+@st.composite
+def amount(draw: st.DrawFn) -> str:
+    value = draw(st.integers(1, 9_999_999))
+    grouped = f"{value:,}".replace(",", draw(st.sampled_from([" ", "\u00a0", "", "."])))
+    return grouped + draw(st.sampled_from([" kr", " kronor", ":-", " SEK", "", ",50 kr", " %"]))
+
+
+@st.composite
+def year_or_hours(draw: st.DrawFn) -> str:
+    year = draw(st.integers(1900, 2099))
+    hour = draw(st.integers(0, 23))
+    later = draw(st.integers(hour, 23))
+    return draw(
+        st.sampled_from(
+            [
+                f"år {year}",
+                f"{year}-{year + 1}",
+                f"sedan {year}",
+                f"kl. {hour:02d}.{draw(st.sampled_from(['00', '15', '30', '45']))}",
+                f"{hour:02d}.00-{later:02d}.30",
+                f"{hour:02d}:00 - {later:02d}:00",
+                f"vecka {draw(st.integers(1, 52))}",
+            ]
+        )
+    )
+
+
+@given(in_text(st.one_of(personnummer(), phone_number(), mobile_without_plus())))
+def test_no_number_survives_whatever_its_separators(case: tuple[str, str]) -> None:
+    _, text = case
+    redacted = redact_personal_data(text).text
+    assert not any(char.isdigit() for char in redacted), redacted
+
+
+@given(in_text(obfuscated_email()))
+def test_no_obfuscated_email_address_survives(case: tuple[str, str]) -> None:
+    address, text = case
+    redacted = redact_personal_data(text).text
+    assert "[E-POST]" in redacted
+    domain = address.lower().split("gmail" if "gmail" in address.lower() else "kommun")[0]
+    assert address not in redacted
+    # Nothing of the local part or the domain is left.
+    for part in ("gmail", "kommun", "telia-mail", "hotmail", "åström", "nilsson99"):
+        assert part not in redacted.lower() or part in text.lower().replace(address.lower(), ""), (domain, redacted)
+
+
+@given(in_text(st.one_of(dates_written(), street_address(), case_number(), amount(), year_or_hours())))
 def test_dates_street_numbers_and_case_numbers_are_left_alone(case: tuple[str, str]) -> None:
     _, text = case
     assert find_personal_data(text) == []
     assert redact_personal_data(text).text == text
+
+
+# --- names -------------------------------------------------------------------------------------------------
+
+LISTS = name_lists()
+FIRST_NAMES = sorted(LISTS.first - LISTS.ambiguous)
+SURNAMES = sorted(LISTS.last)
+SENTENCES = [
+    "Gatlampan på Storgatan 12 är trasig sedan 2024-03-15.",
+    "Soptunnan vid Björkvägen 3 har inte tömts, ärende KS 2024/0123.",
+    "Det är ett stort hål i asfalten på Kungsgatan vid busshållplatsen.",
+    "Fakturan på 1 250 kr stämmer inte.",
+]
+
+
+@st.composite
+def name_in_context(draw: st.DrawFn) -> tuple[str, str]:
+    """A name where residents write names: a signature, a greeting, a self-introduction, a last line."""
+    first = draw(st.sampled_from(FIRST_NAMES))
+    full = f"{first} {draw(st.sampled_from(SURNAMES))}"
+    text = draw(st.sampled_from(SENTENCES))
+    template, name = draw(
+        st.sampled_from(
+            [
+                ("{text}\nMvh {name}", full),
+                ("{text}\nMVH {name}", first),
+                ("{text} Hälsningar, {name}", first),
+                ("{text}\n\nMed vänliga hälsningar\n{name}", full),
+                ("{text}\nVänlig hälsning,\n{name}", full),
+                ("Hej! Jag heter {name} och bor här. {text}", full),
+                ("Jag heter {name}. {text}", first),
+                ("{text}\n{name}", full),
+                ("{text}\n{name}", first),
+                ("{text} /{name}", first),
+                ("Hej {name}, {text}", first),
+                ("{text} Min granne {name} håller med.", full),
+                ("{text} Kind regards, {name}", full),
+            ]
+        )
+    )
+    return name, template.format(text=text, name=name)
+
+
+@given(name_in_context())
+def test_names_in_signatures_greetings_and_introductions_are_redacted(case: tuple[str, str]) -> None:
+    name, text = case
+    redaction = redact_personal_data(text)
+    assert "[NAMN]" in redaction.text
+    start = text.index(name)
+    assert any(f.type == NAMN and f.start <= start and start + len(name) <= f.end for f in redaction.findings)
+    # The rest of the report is untouched: places, dates, case numbers and amounts survive.
+    for sentence in SENTENCES:
+        if sentence in text:
+            assert sentence in redaction.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Det är mörkt vid Gustav Adolfs torg och på Karl Johans gata.",
+        "Anna Lindhs plats är skräpig, och Per Albin Hanssons väg också.",
+        "Stig vid skolan är lerig. Per dag kommer 100 bilar. En stor björk har fallit.",
+        "Lärkgatan/Mossvägen har ett hål.",
+        "Hej! Ville bara säga tack.",
+        "Återvinningsstationen vid Ica Kvantum är full.",
+        "Öppet 08.00-16.30 och 08-17, 09-16; den 15.03.2024, 1 500 000 kr, år 2019.",
+    ],
+)
+def test_places_and_ordinary_words_are_not_names(text: str) -> None:
+    assert find_personal_data(text) == []
+
+
+def test_the_shipped_name_lists_are_the_ones_faker_gives() -> None:
+    pytest.importorskip("faker")
+    pytest.importorskip("saol")
+    from training.person_names import NAMES_FILE, build_name_lists, name_lists_json
+
+    assert NAMES_FILE.read_text(encoding="utf-8") == name_lists_json(build_name_lists())
+    assert {"Anna", "Lennart", "Mohammed"} <= LISTS.first
+    assert {"Stig", "Bo", "Björk"} <= LISTS.ambiguous
+    assert {"Svensson", "Andersson"} <= LISTS.last
 
 
 @given(st.lists(st.one_of(words, personnummer(), phone_number(), email, street_address()), min_size=1, max_size=8))
@@ -220,6 +389,10 @@ def test_spans_outside_personal_data_keep_their_text(parts: list[str]) -> None:
         # An address whose local part is a phone number is one e-mail address, not a phone number and a rest.
         ("sms 0701234567@sms.telia.se", "sms [E-POST]"),
         ("Storgatan 12B, 123 45 Växjö, den 2024-03-15, KS 2024/0123", None),
+        ("pnr 800101 1231, 19800101\u20131231, 800101 - 1231", "pnr [PERSONNUMMER], [PERSONNUMMER], [PERSONNUMMER]"),
+        ("070.123.45.67, 08 - 123 456 78, 0046701234567, 46701234567", "[TELEFON], [TELEFON], [TELEFON], [TELEFON]"),
+        ("a.s(at)gmail.com, A [AT] TELIA [DOT] SE, li punkt s snabel-a telia punkt se", "[E-POST], [E-POST], [E-POST]"),
+        ("Jag heter Anna Svensson, Storgatan 5.\nMvh Anna", "Jag heter [NAMN], Storgatan 5.\nMvh [NAMN]"),
     ],
 )  # fmt: skip
 def test_worked_examples(text: str, expected: str | None) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AfterValidator
 
 from app.api.deps import DbSession
 from app.api.errors import ERROR_RESPONSES
@@ -18,6 +16,7 @@ from app.api.schemas import (
     AuditRecord,
     ErrorResponse,
     FeedbackResponse,
+    UtcTime,
 )
 from app.api.security import AuditClient
 from app.audit.database import audit_database_errors
@@ -59,19 +58,6 @@ def audit_record(decision: Decision) -> AuditRecord:
         metadata=decision.request_metadata,
         feedback=[FeedbackResponse.model_validate(feedback) for feedback in decision.feedback],
     )
-
-
-def _as_utc(moment: datetime) -> datetime:
-    """A query timestamp in UTC, the zone of the audit log (a timestamp without a zone is taken as UTC)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError("the time is out of range") from exc
-
-
-UtcTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 @router.get("/audit", responses=ERROR_RESPONSES)

@@ -25,12 +25,10 @@ from app.api.schemas import (
     SeverityResult,
 )
 from app.api.security import ClassifyClient
-from app.decisions import ReportInput, RoutingDecision
+from app.decisions import ALTERNATIVES, ReportInput, RoutingDecision
 from app.errors import InvalidInput
 
 router = APIRouter(prefix="/v1", tags=["classification"])
-
-ALTERNATIVES = 3
 
 
 def classification_response(decision: RoutingDecision) -> ClassifyResponse:

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import MetricsDep
 from app.api.schemas import HealthResponse, ReadinessResponse
-from app.audit.database import database_is_reachable
+from app.audit.database import SchemaState, schema_state
 
 router = APIRouter(tags=["operations"])
 
@@ -22,19 +22,37 @@ async def healthz() -> HealthResponse:
 @router.get(
     "/readyz",
     summary="Readiness",
-    responses={503: {"model": ReadinessResponse, "description": "The model is not loaded or the database is down"}},
+    response_model_exclude_none=True,
+    responses={
+        503: {
+            "model": ReadinessResponse,
+            "description": "Not ready: the model is not loaded (model_not_loaded), the database does not answer "
+            "(database_unavailable) or its schema is not at the Alembic head (schema_outdated)",
+        }
+    },
 )
 async def readyz(request: Request, response: Response) -> ReadinessResponse:
-    """Ready when the model is loaded (and taking requests) and the audit database answers."""
+    """Ready when the model is loaded (and taking requests), the audit database answers and its schema is at the
+    migrations' head."""
     classifier = getattr(request.app.state, "classifier", None)
     engine = getattr(request.app.state, "engine", None)
+    schema = SchemaState("unavailable") if engine is None else await run_in_threadpool(schema_state, engine)
     checks = {
         "model": classifier is not None and classifier.running,
-        "database": engine is not None and await run_in_threadpool(database_is_reachable, engine),
+        "database": schema.status != "unavailable",
+        "schema": schema.status == "current",
     }
     ready = all(checks.values())
     response.status_code = 200 if ready else 503
-    return ReadinessResponse(status="ready" if ready else "not_ready", checks=checks)
+    if ready:
+        return ReadinessResponse(status="ready", checks=checks)
+    if not checks["database"]:
+        code, message = "database_unavailable", schema.describe()
+    elif not checks["schema"]:
+        code, message = "schema_outdated", f"{schema.describe()}: run `kommunrouter migrate`"
+    else:
+        code, message = "model_not_loaded", "the model is not loaded or not taking requests"
+    return ReadinessResponse(status="not_ready", checks=checks, code=code, message=message)
 
 
 @router.get(

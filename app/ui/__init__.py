@@ -1,0 +1,1 @@
+"""The staff pages: the review queue, one decision, and the insights (server-rendered, Swedish)."""
