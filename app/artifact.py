@@ -65,13 +65,15 @@ class ArtifactError(KommunrouterError):
 
 
 class Label(BaseModel):
-    """One label of a task: a stable ASCII id, a Swedish display name and what it covers."""
+    """One label of a task: a stable ASCII id, a Swedish display name, what it covers, and optionally the words and
+    phrases residents use for it (``terms``: the description-initialised heads and zero-shot routing read them)."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^[A-Za-z0-9_]+$")
     name: str
     description: str = ""
+    terms: list[str] = Field(default_factory=list)
 
 
 class TaskSpec(BaseModel):
@@ -101,6 +103,9 @@ class TokenizerSpec(BaseModel):
 
     max_length: int = Field(gt=2)
     pad_token_id: int = Field(ge=0)
+    text_prefix: str = Field(
+        "", description="Prepended to every text before tokenisation (e5: 'query: '); its tokens are never tagged."
+    )
 
 
 # An engine keeps a task when its predictions agree with the reference's on at least this share of the parity
@@ -227,7 +232,8 @@ def check_graph(
             problems.append(f"the graph has no output {name!r}")
             continue
         expected = manifest.output_size(task)
-        if isinstance(shape[-1], int) and shape[-1] != expected:
+        # A graph whose output rank an engine cannot infer (a prototype head's reduction) is checked by running it.
+        if shape and isinstance(shape[-1], int) and shape[-1] != expected:
             problems.append(f"output {name!r} has {shape[-1]} values per item but the manifest lists {expected} labels")
     if problems:
         raise ArtifactError(artifact_dir, problems)

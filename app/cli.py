@@ -362,10 +362,17 @@ def export_command(
 @experiment_cli.command("learning-curve")
 @needs_training_extra
 def learning_curve_command(
-    out: Annotated[Path, typer.Option(help="Where the points and the plot go.")] = Path("bench/results"),
-    fractions: Annotated[str, typer.Option(help="Comma-separated shares of train.")] = "0.05,0.1,0.25,0.5,1.0",
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "13",
-    methods: Annotated[str, typer.Option(help="pretrained, random_init, tfidf.")] = "pretrained,random_init,tfidf",
+    out: Annotated[Path, typer.Option(help="Where learning_curve.json and the plot go.")] = Path("bench/results"),
+    fractions: Annotated[
+        str, typer.Option(help="Comma-separated shares of train (0: zero-shot only).")
+    ] = "0,0.01,0.05,0.1,0.25,0.5,1.0",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "13,14,15",
+    all_seeds_up_to: Annotated[
+        float, typer.Option(help="Every seed for shares up to this one; the first seed only above it.")
+    ] = 0.25,
+    methods: Annotated[
+        str, typer.Option(help="pretrained, feature_extraction, random_init, tfidf, zero_shot.")
+    ] = "zero_shot,tfidf,pretrained,feature_extraction,random_init",
     work: Annotated[Path, typer.Option(help="Run directories of the points (finished points are kept).")] = Path(
         "runs/learning_curve"
     ),
@@ -383,6 +390,7 @@ def learning_curve_command(
         fractions=[float(f) for f in fractions.split(",")],
         seeds=[int(s) for s in seeds.split(",")],
         methods=methods.split(","),
+        all_seeds_up_to=all_seeds_up_to,
         config_path=config,
         overrides=set_ or [],
     )
@@ -391,16 +399,25 @@ def learning_curve_command(
 @feedback_cli.command("export")
 def feedback_export(
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write, in the training data format.")],
+    texts_only: Annotated[
+        bool,
+        typer.Option(
+            "--texts-only",
+            help='Write every stored (redacted) text without labels, reviewed or not (source "audit_log"): '
+            "unlabelled reports for training's unlabelled_file.",
+        ),
+    ] = False,
 ) -> None:
     """Write reviewed decisions as labelled reports (source "feedback"), ready to merge into the training data.
 
     The text is the stored (redacted) text; a task's label is the reviewers' correction, the model's prediction
     only where a reviewer confirmed it, else null. Decisions without a stored text are skipped and counted.
+    With --texts-only, every decision's stored text is written with all labels null.
     """
     from sqlalchemy.orm import Session
 
     from app.audit.database import audit_database_errors, make_engine
-    from app.audit.repository import reviewed_examples
+    from app.audit.repository import reviewed_examples, stored_texts
     from app.config import get_settings
 
     try:
@@ -430,9 +447,16 @@ def feedback_export(
                 source="feedback",
             )
 
+    def unlabelled(session: Session) -> Iterator[Report]:
+        for request_id, text in stored_texts(session):
+            yield Report(request_id, text, None, None, None, None, source="audit_log")
+
     engine = make_engine(get_settings().database_url)
     with audit_database_errors(), Session(engine) as session:
-        written = write_reports(out, reports(session))
+        written = write_reports(out, unlabelled(session) if texts_only else reports(session))
+    if texts_only:
+        typer.echo(f"wrote {written} stored texts without labels to {out}")
+        return
     typer.echo(
         f"wrote {written} reviewed reports to {out}; skipped {skipped} reviewed decisions without a stored text "
         "(text_storage hash or none, or purged)"

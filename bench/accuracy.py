@@ -7,12 +7,12 @@ learning curve (pretrained vs random initialisation vs TF-IDF on growing shares 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.measure import DEFAULT_RUN, RESULTS_DIR, require, write_result
+from training.curve_summary import read_learning_curve
 from training.run_dir import HeadlineMetrics, RunDir
 
 
@@ -28,17 +28,15 @@ def baseline_scores(scores: dict[str, float]) -> dict[str, float | None]:
     return headline | {"severity_macro_f1": scores.get("severity_macro_f1"), "severity_mae": scores.get("severity_mae")}
 
 
-def learning_curve_table(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean test scores per method and number of training examples (over seeds), smallest first."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for point in points:
-        groups.setdefault((point["method"], point["n_examples"]), []).append(point)
+def learning_curve_table(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean (and standard deviation) of the test scores per method and number of training examples over the
+    seeds, smallest first."""
     rows = []
-    for (method, n), group in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1])):
-        row: dict[str, Any] = {"method": method, "n_examples": n, "seeds": len(group)}
+    for entry in sorted(summary, key=lambda e: (e["method"], e["n_examples"])):
+        row: dict[str, Any] = {key: entry[key] for key in ("method", "n_examples", "seeds")}
         for metric in HeadlineMetrics.names():
-            values = [p[metric] for p in group if p.get(metric) is not None]
-            row[metric] = sum(values) / len(values) if values else None
+            row[metric] = entry[f"{metric}_mean"]
+            row[f"{metric}_std"] = entry[f"{metric}_std"]
         rows.append(row)
     return rows
 
@@ -48,7 +46,7 @@ def collect_accuracy(run_dir: Path, learning_curve: Path) -> dict[str, Any]:
     require(run.evaluation_path, "the evaluation of the training run")
     evaluation = run.require_evaluation()
     splits = evaluation.splits
-    points = json.loads(learning_curve.read_text(encoding="utf-8")) if learning_curve.exists() else None
+    curve = read_learning_curve(learning_curve) if learning_curve.exists() else None
     return {
         "run": str(run_dir),
         "reports": {split: metrics["n"] for split, metrics in splits.items()},
@@ -59,8 +57,12 @@ def collect_accuracy(run_dir: Path, learning_curve: Path) -> dict[str, Any]:
             for name, by_split in evaluation.baselines.items()
         },
         "learning_curve": None
-        if points is None
-        else {"source": str(learning_curve), "table": learning_curve_table(points), "points": points},
+        if curve is None
+        else {
+            "source": str(learning_curve),
+            "table": learning_curve_table(curve["summary"]),
+            "points": curve["rows"],
+        },
     }
 
 

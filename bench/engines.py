@@ -182,6 +182,7 @@ class Checkpoint:
     labels: list[str]  # the department ids in the head's order
     source: str
     trained: bool
+    text_prefix: str  # what the artifact puts before each text (the checkpoint was trained with it)
 
 
 def base_encoder_dir(explicit: Path | None) -> Path:
@@ -210,27 +211,36 @@ def load_checkpoint_family(run_dir: Path, base: Path | None, manifest: Any) -> C
 
     if (run_dir / "checkpoint").exists():
         model, tokenizer, labels = load_checkpoint(run_dir)
-        return Checkpoint(model, tokenizer, labels.department, f"the training run {run_dir}", True)
+        return Checkpoint(
+            model,
+            tokenizer,
+            labels.department,
+            f"the training run {run_dir}",
+            True,
+            manifest.tokenizer.text_prefix,
+        )
     directory = base_encoder_dir(base)
     torch.manual_seed(0)
     counts = {task: manifest.output_size(task) for task in manifest.tasks}
     model = MultiTaskModel(BertModel.from_pretrained(directory, add_pooling_layer=False), counts).eval()
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
     source = f"the base encoder {directory} with random heads ({run_dir} has no checkpoint)"
-    return Checkpoint(model, tokenizer, manifest.tasks["department"].label_ids, source, False)
+    return Checkpoint(
+        model, tokenizer, manifest.tasks["department"].label_ids, source, False, manifest.tokenizer.text_prefix
+    )
 
 
 def _argmax_way(
-    run_batch: Callable[..., dict[str, np.ndarray]], tokenizer: Any, max_length: int, pad_id: int, labels: list[str]
+    run_batch: Callable[..., dict[str, np.ndarray]], checkpoint: Checkpoint, max_length: int, pad_id: int
 ) -> Predict:
     from app.artifact import output_name
     from app.inference.tensors import pad_batch
     from training.model import encode_texts
 
     def predict(texts: list[str]) -> list[str]:
-        encoded = encode_texts(tokenizer, texts, max_length)
+        encoded = encode_texts(checkpoint.tokenizer, texts, max_length, text_prefix=checkpoint.text_prefix)
         outputs = run_batch(*pad_batch(encoded.input_ids, pad_id))
-        return [labels[i] for i in outputs[output_name("department")].argmax(axis=-1)]
+        return [checkpoint.labels[i] for i in outputs[output_name("department")].argmax(axis=-1)]
 
     return predict
 
@@ -261,7 +271,7 @@ def _ctranslate2_way(checkpoint: Checkpoint, max_length: int, work: Path) -> Pre
     weight, bias = head.weight.detach().numpy().T, head.bias.detach().numpy()
 
     def predict(texts: list[str]) -> list[str]:
-        ids = encode_texts(checkpoint.tokenizer, texts, max_length).input_ids
+        ids = encode_texts(checkpoint.tokenizer, texts, max_length, text_prefix=checkpoint.text_prefix).input_ids
         hidden = np.asarray(runner.forward_batch(ids).last_hidden_state)
         mask = np.arange(hidden.shape[1]) < np.array([len(row) for row in ids])[:, None]
         pooled = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
@@ -283,9 +293,7 @@ def checkpoint_ways(checkpoint: Checkpoint, max_length: int, work: Path) -> tupl
     model = checkpoint.model
 
     def way(run_batch: Callable[..., dict[str, np.ndarray]]) -> Way:
-        predict = _argmax_way(
-            run_batch, checkpoint.tokenizer, max_length, pad_token_id(checkpoint.tokenizer), checkpoint.labels
-        )
+        predict = _argmax_way(run_batch, checkpoint, max_length, pad_token_id(checkpoint.tokenizer))
         return Way("checkpoint", predict)
 
     ways = {
@@ -317,10 +325,10 @@ def checkpoint_ways(checkpoint: Checkpoint, max_length: int, work: Path) -> tupl
 # --- measuring -------------------------------------------------------------------------------------------------
 
 
-def length_sorted_batches(texts: list[str], tokenizer: Any, max_length: int) -> list[list[str]]:
+def length_sorted_batches(texts: list[str], tokenizer: Any, max_length: int, text_prefix: str) -> list[list[str]]:
     from training.model import encode_texts
 
-    lengths = [len(ids) for ids in encode_texts(tokenizer, texts, max_length).input_ids]
+    lengths = [len(ids) for ids in encode_texts(tokenizer, texts, max_length, text_prefix=text_prefix).input_ids]
     order = sorted(range(len(texts)), key=lengths.__getitem__)
     return [[texts[i] for i in order[start : start + BATCH_SIZE]] for start in range(0, len(order), BATCH_SIZE)]
 
@@ -408,7 +416,7 @@ def run_engines_bench(
         more, notes = checkpoint_ways(checkpoint, max_length, Path(tmp))
         ways |= more
         artifact_tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
-        batches = length_sorted_batches(texts, artifact_tokenizer, max_length)
+        batches = length_sorted_batches(texts, artifact_tokenizer, max_length, manifest.tokenizer.text_prefix)
         predictors = {name: way.predict for name, way in ways.items()}
         single = measure_interleaved(predictors, [[text] for text in texts[:batch1_texts]], 1)
         batched = measure_interleaved(predictors, batches, repeats)

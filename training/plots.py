@@ -50,28 +50,37 @@ def plot_reliability(calibration: dict[str, Any], path: Path, title: str) -> Non
     plt.close(fig)
 
 
-def plot_learning_curves(points: list[dict[str, Any]], metrics: Sequence[str], path: Path) -> None:
-    """One panel per metric: the mean (and the min-max band over seeds) against training examples, log x-axis."""
+def plot_learning_curves(summary: list[dict[str, Any]], metrics: Sequence[str], path: Path) -> None:
+    """One panel per metric: the mean over seeds against labelled training reports (log x-axis), with error bars of
+    one standard deviation; points trained on no labelled report (zero-shot) as a dashed horizontal line."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for method in sorted({p["method"] for p in points}):
-            by_n: dict[int, list[float]] = {}
-            for p in points:
-                if p["method"] == method and p.get(metric) is not None:
-                    by_n.setdefault(p["n_examples"], []).append(p[metric])
-            if not by_n:
-                continue
-            ns = sorted(by_n)
-            ax.plot(ns, [float(np.mean(by_n[n])) for n in ns], "o-", label=method)
-            ax.fill_between(ns, [min(by_n[n]) for n in ns], [max(by_n[n]) for n in ns], alpha=0.15)
+        for method in sorted({s["method"] for s in summary}):
+            entries = sorted(
+                (s for s in summary if s["method"] == method and s.get(f"{metric}_mean") is not None),
+                key=lambda s: s["n_examples"],
+            )
+            trained = [s for s in entries if s["n_examples"] > 0]
+            if trained:
+                ax.errorbar(
+                    [s["n_examples"] for s in trained],
+                    [s[f"{metric}_mean"] for s in trained],
+                    yerr=[s[f"{metric}_std"] or 0.0 for s in trained],
+                    fmt="o-",
+                    capsize=3,
+                    label=method,
+                )
+            for s in entries:
+                if s["n_examples"] == 0:
+                    ax.axhline(s[f"{metric}_mean"], linestyle="--", color="grey", label=f"{method} (0 labels)")
         ax.set_xscale("log")
-        sizes = sorted({p["n_examples"] for p in points})
+        sizes = sorted({s["n_examples"] for s in summary if s["n_examples"] > 0})
         ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.minorticks_off()
         ax.set_xlabel("labelled training reports")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

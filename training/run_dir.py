@@ -32,7 +32,7 @@ BASE_REPORT_FILE = "base_report.json"
 CHECKPOINT_DIR = "checkpoint"
 EVALUATION_DIR = "evaluation"
 EVALUATION_FILE = "evaluation.json"
-DATA_FILES = ("train_file", "dev_file", "test_file", "taxonomy_file", "mlm_file")
+DATA_FILES = ("train_file", "dev_file", "test_file", "taxonomy_file", "mlm_file", "unlabelled_file")
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,8 @@ class Evaluation:
     temperatures: dict[str, float] | None = None
     baselines: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # {baseline: {split: scores}}
     training_seconds: float | None = None
+    labelled_reports: int | None = None  # what the run trained on (0: zero-shot, no training step)
+    unlabelled_reports: int | None = None
     model: str | None = None
     data: str | None = None
 

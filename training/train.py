@@ -3,7 +3,6 @@ feature extraction, warm-up and decay, early stopping on dev, and optional maske
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from app.inference.tensors import pad_batch
 from training.base_model import ensure_base_encoder
 from training.config import TrainConfig
 from training.data import Report, Taxonomy, load_reports, load_taxonomy
+from training.descriptions import centre_sample, description_layouts, initialise_description_heads
 from training.evaluate import (
     collect_outputs,
     evaluate_checkpoint_outputs,
@@ -48,6 +48,7 @@ from training.model import (
     torch_runner,
 )
 from training.run_dir import BASE_REPORT_FILE, Evaluation, HeadlineMetrics, RunDir
+from training.unlabelled import mask_token_id, masked_copy, perturb_text, read_texts, unlabelled_losses
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +97,12 @@ def label_sets_from(taxonomy: Taxonomy) -> LabelSets:
 
 
 def stratified_subset(reports: Sequence[Report], fraction: float, seed: int) -> list[Report]:
-    """A share of the reports with the department mix kept (at least one report of every department)."""
+    """A share of the reports with the department mix kept (at least one report of every department; none for
+    a share of 0)."""
     if fraction >= 1:
         return list(reports)
+    if fraction <= 0:
+        return []
     by_department: dict[str, list[Report]] = {}
     for report in reports:
         by_department.setdefault(report.department or "", []).append(report)
@@ -111,8 +115,8 @@ def stratified_subset(reports: Sequence[Report], fraction: float, seed: int) -> 
     return sorted(subset, key=lambda r: r.id)
 
 
-def make_examples(reports: list[Report], tokenizer: Tokenizer, labels: LabelSets, max_length: int) -> Examples:
-    encoded = encode_texts(tokenizer, [r.text for r in reports], max_length)
+def make_examples(reports: list[Report], tokenizer: Tokenizer, labels: LabelSets, config: TrainConfig) -> Examples:
+    encoded = encode_texts(tokenizer, [r.text for r in reports], config.max_length, text_prefix=config.text_prefix)
     targets: dict[str, list[Any]] = {}
     for task in CLASSIFICATION_TASKS:
         index = {label: i for i, label in enumerate(labels.ids(task))}
@@ -259,6 +263,50 @@ class RunData:
     all_train_reports: list[Report]  # before train_fraction: the base encoder's vocabulary comes from all of them
     train_reports: list[Report]
     dev_reports: list[Report]
+    unlabelled_texts: list[str]
+
+    @property
+    def zero_shot(self) -> bool:
+        """No labelled report to train on: the description heads alone are the model."""
+        return not self.train_reports
+
+
+@dataclass
+class Schedule:
+    """How long a run trains, in batches of what size (see :func:`plan_schedule`)."""
+
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+
+def plan_schedule(labelled: int, config: TrainConfig, processes: int = 1) -> Schedule:
+    """Batch size and number of steps for ``labelled`` training reports.
+
+    ``epochs`` epochs, at least ``min_steps`` steps, at most ``max_steps``. With the adaptive schedule, small
+    training sets get smaller batches (an epoch of about 4 steps, batches of 4 at the least): 10 reports in one
+    batch of 16 would make 100 steps 100 identical full-batch steps."""
+    batch_size = config.batch_size
+    if config.adaptive_schedule:
+        batch_size = min(config.batch_size, max(4, math.ceil(labelled / 4)))
+    steps_per_epoch = max(1, math.ceil(labelled / batch_size) // processes)
+    total = max(config.epochs * steps_per_epoch, config.min_steps)
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    return Schedule(batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total)
+
+
+@dataclass
+class UnlabelledData:
+    """Reports without labels: their texts (perturbed anew at every step) and their clean encodings."""
+
+    texts: list[str]
+    encoded: Encoded
+    mask_id: int
 
 
 @dataclass
@@ -271,14 +319,23 @@ class Prepared:
     accelerator: Accelerator
     train_examples: Examples
     dev_examples: Examples
+    unlabelled: UnlabelledData | None
+    tokenizer: Tokenizer
     tokenizer_path: Path
     pad_id: int
-    steps_per_epoch: int
-    epochs: int
+    schedule: Schedule
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.schedule.steps_per_epoch
+
+    @property
+    def epochs(self) -> int:
+        return self.schedule.epochs
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        return self.schedule.total_steps
 
 
 @dataclass
@@ -289,6 +346,7 @@ class Progress:
     best: float = -math.inf
     best_epoch: int = -1
     waited: int = 0
+    judged_at_step: int = 0
 
 
 def _set_up_process(config: TrainConfig) -> None:
@@ -309,13 +367,19 @@ def start_run_dir(config: TrainConfig) -> RunDir:
 
 def load_run_data(config: TrainConfig) -> RunData:
     taxonomy = load_taxonomy(config.taxonomy_file)
-    all_train_reports = load_reports(config.train_file, taxonomy)
+    all_train_reports = [] if config.train_file is None else load_reports(config.train_file, taxonomy)
+    train_reports = stratified_subset(all_train_reports, config.train_fraction, config.seed)
+    unlabelled = [] if config.unlabelled_file is None else read_texts(config.unlabelled_file)
+    if config.unlabelled_from_train:
+        chosen = {report.id for report in train_reports}
+        unlabelled += [report.text for report in all_train_reports if report.id not in chosen]
     return RunData(
         taxonomy=taxonomy,
         labels=label_sets_from(taxonomy),
         all_train_reports=all_train_reports,
-        train_reports=stratified_subset(all_train_reports, config.train_fraction, config.seed),
+        train_reports=train_reports,
         dev_reports=load_reports(config.dev_file, taxonomy),
+        unlabelled_texts=unlabelled,
     )
 
 
@@ -325,7 +389,7 @@ def prepare_encoder(config: TrainConfig, data: RunData, run: RunDir) -> tuple[Be
         config.base_model,
         trim_vocab=config.trim_vocab,
         # the vocabulary comes from all of train, so that every learning-curve point shares one base encoder
-        extra_texts=[r.text for r in data.all_train_reports],
+        extra_texts=[r.text for r in data.all_train_reports] or data.unlabelled_texts,
         heldout_texts=[r.text for r in data.dev_reports],
     )
     if (base_dir / BASE_REPORT_FILE).exists():
@@ -335,22 +399,54 @@ def prepare_encoder(config: TrainConfig, data: RunData, run: RunDir) -> tuple[Be
         from training.adaptation import adapt_with_masked_lm
 
         tokenizer = Tokenizer.from_file(str(base_dir / TOKENIZER_FILE))
-        adapt_with_masked_lm(encoder, tokenizer, _mlm_texts(config, data.train_reports), config)
+        mlm_texts = read_texts(config.mlm_file) if config.mlm_file else [r.text for r in data.train_reports]
+        adapt_with_masked_lm(encoder, tokenizer, mlm_texts, config)
     return encoder, base_dir / TOKENIZER_FILE
+
+
+def build_model(config: TrainConfig, data: RunData, encoder: BertModel, tokenizer: Tokenizer) -> MultiTaskModel:
+    """The multi-task model; with head_init=descriptions its classification heads start from the taxonomy."""
+    if config.head_init == "random":
+        return MultiTaskModel(encoder, data.labels.counts(), dropout=config.dropout)
+    layouts, texts = description_layouts(
+        data.taxonomy, data.labels, config.description_scale, config.description_encoder_gradient
+    )
+    model = MultiTaskModel(encoder, data.labels.counts(), dropout=config.dropout, layouts=layouts)
+    reports = [r.text for r in data.train_reports] + data.unlabelled_texts
+    initialise_description_heads(
+        model,
+        tokenizer,
+        texts,
+        centre_sample(reports or [r.text for r in data.dev_reports], config.seed),
+        text_prefix=config.text_prefix,
+        description_prefix=config.description_prefix,
+        max_length=config.max_length,
+    )
+    if data.zero_shot:
+        model.silence_keywords()
+    return model
+
+
+def prepare_unlabelled(config: TrainConfig, data: RunData, tokenizer: Tokenizer) -> UnlabelledData | None:
+    if not (config.uses_unlabelled and data.unlabelled_texts and data.train_reports):
+        return None
+    texts = data.unlabelled_texts
+    encoded = encode_texts(tokenizer, texts, config.max_length, text_prefix=config.text_prefix)
+    return UnlabelledData(texts=texts, encoded=encoded, mask_id=mask_token_id(tokenizer))
 
 
 def prepare_training(config: TrainConfig, data: RunData, encoder: BertModel, tokenizer_path: Path) -> Prepared:
     """Model, optimiser and examples on accelerate's device; the number of epochs and steps."""
-    model = MultiTaskModel(encoder, data.labels.counts(), dropout=config.dropout)
+    set_seed(config.seed)  # again: building the base encoder (or finding it cached) must not change the run
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    model = build_model(config, data, encoder, tokenizer)
     accelerator = Accelerator(
         cpu=resolve_device(config) == "cpu", mixed_precision="bf16" if config.precision == "bf16" else "no"
     )
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    train_examples = make_examples(data.train_reports, tokenizer, data.labels, config.max_length)
-    dev_examples = make_examples(data.dev_reports, tokenizer, data.labels, config.max_length)
+    train_examples = make_examples(data.train_reports, tokenizer, data.labels, config)
+    dev_examples = make_examples(data.dev_reports, tokenizer, data.labels, config)
     optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
-    steps_per_epoch = max(1, math.ceil(len(train_examples) / config.batch_size) // accelerator.num_processes)
     return Prepared(
         model=wrapped,
         unwrapped=accelerator.unwrap_model(wrapped),
@@ -358,11 +454,53 @@ def prepare_training(config: TrainConfig, data: RunData, encoder: BertModel, tok
         accelerator=accelerator,
         train_examples=train_examples,
         dev_examples=dev_examples,
+        unlabelled=prepare_unlabelled(config, data, tokenizer),
+        tokenizer=tokenizer,
         tokenizer_path=tokenizer_path,
         pad_id=pad_token_id(tokenizer),
-        steps_per_epoch=steps_per_epoch,
-        epochs=max(config.epochs, math.ceil(config.min_steps / steps_per_epoch)),
+        schedule=plan_schedule(len(train_examples), config, accelerator.num_processes),
     )
+
+
+def unlabelled_batch(
+    prepared: Prepared, config: TrainConfig, rng: random.Random
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A random batch of unlabelled reports: the clean inputs and those of freshly perturbed copies."""
+    unlabelled = prepared.unlabelled
+    assert unlabelled is not None
+    chosen = rng.sample(range(len(unlabelled.texts)), min(config.unlabelled_batch_size, len(unlabelled.texts)))
+    texts = [
+        perturb_text(unlabelled.texts[i], config.perturbation_rate, rng, strip=position % 2 == 0)
+        for position, i in enumerate(chosen)
+    ]
+    copies = encode_texts(prepared.tokenizer, texts, config.max_length, text_prefix=config.text_prefix)
+    perturbed = [
+        masked_copy(ids, special, config.perturbation_rate, unlabelled.mask_id, rng)
+        for ids, special in zip(copies.input_ids, copies.special, strict=True)
+    ]
+    device = prepared.accelerator.device
+    clean = pad_batch([unlabelled.encoded.input_ids[i] for i in chosen], prepared.pad_id)
+    noisy = pad_batch(perturbed, prepared.pad_id)
+    return (
+        (torch.from_numpy(clean[0]).to(device), torch.from_numpy(clean[1]).to(device)),
+        (torch.from_numpy(noisy[0]).to(device), torch.from_numpy(noisy[1]).to(device)),
+    )
+
+
+def unlabelled_loss(prepared: Prepared, config: TrainConfig, rng: random.Random) -> torch.Tensor:
+    """The consistency (and pseudo-label) loss of one unlabelled batch, weighted per task."""
+    clean, noisy = unlabelled_batch(prepared, config, rng)
+    model = prepared.model
+    model.eval()  # the target: no dropout, no gradient
+    with torch.no_grad(), prepared.accelerator.autocast():
+        target = model(*clean)
+    model.train()
+    with prepared.accelerator.autocast():
+        outputs = model(*noisy)
+    losses = unlabelled_losses(target, outputs, config.pseudo_label_threshold)
+    total = sum(config.task_weights[task] * value for task, value in losses.items())
+    assert isinstance(total, torch.Tensor)
+    return config.consistency_weight * total
 
 
 def train_epoch(prepared: Prepared, config: TrainConfig, epoch: int, progress: Progress, rng: random.Random) -> float:
@@ -371,19 +509,23 @@ def train_epoch(prepared: Prepared, config: TrainConfig, epoch: int, progress: P
     model.train()
     lengths = [len(ids) for ids in prepared.train_examples.encoded.input_ids]
     bar = tqdm(
-        _process_share(bucketed_batches(lengths, config.batch_size, rng), accelerator),
+        _process_share(bucketed_batches(lengths, prepared.schedule.batch_size, rng), accelerator),
         desc=f"epoch {epoch + 1}/{prepared.epochs}",
         disable=not accelerator.is_local_main_process,
         leave=False,
     )
     running = 0.0
     for indices in bar:
+        if progress.step >= prepared.total_steps:
+            break
         batch = collate(prepared.train_examples, indices, prepared.pad_id).to(accelerator.device)
         with accelerator.autocast():
             outputs = model(batch.input_ids, batch.attention_mask)
         losses = task_losses(outputs, batch, config)
         loss = sum(config.task_weights[task] * value for task, value in losses.items())
         assert isinstance(loss, torch.Tensor)
+        if prepared.unlabelled is not None:
+            loss = loss + unlabelled_loss(prepared, config, rng)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         factor = learning_rate_factor(progress.step, prepared.total_steps, config)
@@ -403,7 +545,7 @@ def judge_epoch(
     """Score the epoch on dev, log it, keep the checkpoint when it is the best so far; True when training must
     stop early."""
     outputs = collect_outputs(
-        torch_runner(prepared.unwrapped, prepared.accelerator.device),
+        torch_runner(prepared.unwrapped, prepared.accelerator.device, bf16=config.precision == "bf16"),
         prepared.dev_examples.encoded,
         config.eval_batch_size,
         prepared.pad_id,
@@ -415,26 +557,43 @@ def judge_epoch(
     if prepared.accelerator.is_main_process:
         run.append_epoch(record)
     logger.info("epoch %d: loss %.4f, dev score %.4f", epoch, record["train_loss"], score)
+    progress.judged_at_step = progress.step
     if score > progress.best:
         progress.best, progress.best_epoch, progress.waited = score, epoch, 0
         if prepared.accelerator.is_main_process:
             save_checkpoint(prepared.unwrapped, prepared.tokenizer_path, data.labels, run.path)
         return False
     progress.waited += 1
-    if config.early_stopping_patience and progress.waited >= config.early_stopping_patience:
+    may_stop = not config.adaptive_schedule or progress.step >= config.min_steps
+    if config.early_stopping_patience and progress.waited >= config.early_stopping_patience and may_stop:
         logger.info("early stopping after epoch %d (best epoch %d)", epoch, progress.best_epoch)
         return True
     return False
 
 
+def judging_due(progress: Progress, prepared: Prepared, config: TrainConfig, last: bool) -> bool:
+    """Whether dev is judged after this epoch. Never before warm-up is over (a model that has not started learning
+    would be stopped); without the adaptive schedule not before min_steps either, and then after every epoch; with
+    it, every eval_every_steps steps at the earliest (tiny epochs would spend the run on judging)."""
+    if last:
+        return True
+    if progress.step < warmup_steps(prepared.total_steps, config):
+        return False
+    if not config.adaptive_schedule:
+        return progress.step >= config.min_steps
+    return progress.step - progress.judged_at_step >= config.eval_every_steps
+
+
 def run_epochs(prepared: Prepared, data: RunData, config: TrainConfig, run: RunDir) -> Progress:
-    """Train epoch after epoch, judging each on dev once warm-up and the minimum of steps are over."""
+    """Train epoch after epoch, judging on dev as :func:`judging_due` says."""
     logger.info(
-        "training on %d reports (%d dev), %d epochs of %d steps, device %s",
+        "training on %d reports (%d dev, %d unlabelled), %d steps in epochs of %d batches of %d, device %s",
         len(prepared.train_examples),
         len(prepared.dev_examples),
-        prepared.epochs,
+        0 if prepared.unlabelled is None else len(prepared.unlabelled.texts),
+        prepared.total_steps,
         prepared.steps_per_epoch,
+        prepared.schedule.batch_size,
         prepared.accelerator.device,
     )
     progress = Progress()
@@ -442,13 +601,11 @@ def run_epochs(prepared: Prepared, data: RunData, config: TrainConfig, run: RunD
     for epoch in range(prepared.epochs):
         trainable = set_trainable_layers(prepared.unwrapped, config, epoch)
         running = train_epoch(prepared, config, epoch, progress, rng)
-        last = epoch + 1 == prepared.epochs
-        if progress.step < max(config.min_steps, warmup_steps(prepared.total_steps, config)) and not last:
-            # Small training sets run many short epochs: judging (and stopping) them before the warm-up and the
-            # promised minimum of steps are over would stop a model that has not started learning.
+        last = epoch + 1 == prepared.epochs or progress.step >= prepared.total_steps
+        if not judging_due(progress, prepared, config, last):
             continue
         record = {"epoch": epoch + 1, "train_loss": running / prepared.steps_per_epoch, "trainable_layers": trainable}
-        if judge_epoch(prepared, data, config, run, record, progress):
+        if judge_epoch(prepared, data, config, run, record, progress) or last:
             break
     return progress
 
@@ -462,22 +619,18 @@ def train(config: TrainConfig) -> TrainingResult:
     data = load_run_data(config)
     encoder, tokenizer_path = prepare_encoder(config, data, run)
     prepared = prepare_training(config, data, encoder, tokenizer_path)
-    progress = run_epochs(prepared, data, config, run)
+    if data.zero_shot:
+        logger.info("no labelled reports: zero-shot, the description heads are the model (no training step)")
+        progress = Progress(best_epoch=0)
+        if prepared.accelerator.is_main_process:
+            save_checkpoint(prepared.unwrapped, prepared.tokenizer_path, data.labels, run.path)
+    else:
+        progress = run_epochs(prepared, data, config, run)
     seconds = time.perf_counter() - started
     if not prepared.accelerator.is_main_process:
         return TrainingResult(run.path, progress.best_epoch, {}, seconds)
     evaluation = evaluate_run(run, config, data, seconds)
     return TrainingResult(run.path, progress.best_epoch, evaluation.splits["dev"], seconds)
-
-
-def _mlm_texts(config: TrainConfig, train_reports: list[Report]) -> list[str]:
-    if config.mlm_file is None:
-        return [r.text for r in train_reports]
-    texts = []
-    for line in config.mlm_file.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            texts.append(json.loads(line)["text"] if line.lstrip().startswith("{") else line.strip())
-    return texts
 
 
 def evaluate_run(run: RunDir, config: TrainConfig, data: RunData, seconds: float) -> Evaluation:
@@ -487,7 +640,13 @@ def evaluate_run(run: RunDir, config: TrainConfig, data: RunData, seconds: float
     splits = {"dev": data.dev_reports}
     if config.test_file is not None and config.test_file.exists():
         splits["test"] = load_reports(config.test_file, data.taxonomy)
-    evaluation = Evaluation(splits={}, temperatures=temperatures, training_seconds=round(seconds, 1))
+    evaluation = Evaluation(
+        splits={},
+        temperatures=temperatures,
+        training_seconds=round(seconds, 1),
+        labelled_reports=len(data.train_reports),
+        unlabelled_reports=len(data.unlabelled_texts),
+    )
     for split, reports in splits.items():
         outputs = (
             dev_outputs if split == "dev" else evaluate_checkpoint_outputs(run.path, reports, config.eval_batch_size)

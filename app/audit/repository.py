@@ -400,6 +400,19 @@ def reviewed_examples(session: Session) -> Iterator[FeedbackExample]:
         yield FeedbackExample(decision.id, decision.text, reviewed_labels(decision))
 
 
+def stored_texts(session: Session) -> Iterator[tuple[str, str]]:
+    """(request id, stored redacted text) of every decision whose text is stored, oldest first: the unlabelled
+    reports training can learn from."""
+    query = (
+        select(Decision.id, Decision.text)
+        .where(Decision.text.is_not(None))
+        .order_by(Decision.created_at, Decision.id)
+        .execution_options(yield_per=500)
+    )
+    for row in session.execute(query):
+        yield row.id, row.text
+
+
 def department_judgements(*decision_conditions: ColumnElement[bool]) -> Subquery:
     """The feedback in force of each decision (its latest, as in :func:`reviewed_labels`) where it judges the
     department (a correction giving one, or a confirmation), as ``(request_id, reviewed, rank)``: the department

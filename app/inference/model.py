@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
 from app.artifact import (
     CLASSIFICATION_TASKS,
@@ -27,6 +27,7 @@ from app.artifact import (
     read_manifest,
 )
 from app.config import EngineSetting, ExecutionProvider
+from app.inference.encoding import EncodedText, encode_texts, prepare_tokenizer
 from app.inference.engines import Engine, engine_candidates
 from app.inference.selection import (
     BUILTIN_TEXTS,
@@ -76,16 +77,11 @@ class ModelPrediction:
     keywords: tuple[Keyword, ...]
 
 
-def _configure(tokenizer: Tokenizer, manifest: Manifest) -> Tokenizer:
-    """The tokenizer truncating to the manifest's max_length, without padding (batches are padded per call)."""
-    tokenizer.enable_truncation(manifest.tokenizer.max_length)
-    tokenizer.no_padding()
-    return tokenizer
-
-
 def _encode_padded(tokenizer: Tokenizer, manifest: Manifest, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``input_ids`` and ``attention_mask`` of NFC-normalised texts, padded to the longest."""
-    encodings = tokenizer.encode_batch([normalize_nfc(text).text for text in texts])
+    encodings = encode_texts(
+        tokenizer, [normalize_nfc(text).text for text in texts], text_prefix=manifest.tokenizer.text_prefix
+    )
     return pad_batch([encoding.ids for encoding in encodings], manifest.tokenizer.pad_token_id)
 
 
@@ -112,7 +108,7 @@ class ReportModel:
         self.manifest = manifest
         self.engine = engine
         self.engine_choice = engine_choice
-        self._tokenizer = _configure(tokenizer, manifest)
+        self._tokenizer = prepare_tokenizer(tokenizer, manifest.tokenizer.max_length)
         self._keyword_tags = manifest.keyword_tags
         self.max_batch_tokens = max_batch_tokens or engine.max_batch_tokens
         self._on_model_call = on_model_call
@@ -143,7 +139,7 @@ class ReportModel:
         def check(loaded: Engine) -> None:
             check_graph(artifact_dir, manifest, inputs=loaded.input_names, outputs=loaded.output_shapes)
 
-        _configure(tokenizer, manifest)
+        prepare_tokenizer(tokenizer, manifest.tokenizer.max_length)
         sample = read_parity_sample(artifact_dir, manifest)
         if sample is None:
             sample = builtin_parity_sample(BUILTIN_TEXTS, *_encode_padded(tokenizer, manifest, BUILTIN_TEXTS))
@@ -189,7 +185,9 @@ class ReportModel:
         """Predictions for texts, in order. Texts are NFC-normalised, then run shortest first in batches whose
         padded size stays within the token budget; the attention mask keeps padding out of every result."""
         normalized = [normalize_nfc(text) for text in texts]
-        encodings: list[Encoding] = self._tokenizer.encode_batch([item.text for item in normalized])
+        encodings = encode_texts(
+            self._tokenizer, [item.text for item in normalized], text_prefix=self.manifest.tokenizer.text_prefix
+        )
         predictions: dict[int, ModelPrediction] = {}
         lengths = [len(encoding.ids) for encoding in encodings]
         for chunk in length_sorted_chunks(lengths, self.max_batch_tokens):
@@ -198,7 +196,7 @@ class ReportModel:
                 predictions[i] = self._decode(probabilities, row, encodings[i], normalized[i], texts[i])
         return [predictions[i] for i in range(len(texts))]
 
-    def _run(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+    def _run(self, encodings: Sequence[EncodedText]) -> dict[str, np.ndarray]:
         input_ids, attention_mask = pad_batch(
             [encoding.ids for encoding in encodings], self.manifest.tokenizer.pad_token_id
         )
@@ -227,7 +225,7 @@ class ReportModel:
         self,
         batch: _BatchProbabilities,
         row: int,
-        encoding: Encoding,
+        encoding: EncodedText,
         normalized: NormalizedText,
         original: str,
     ) -> ModelPrediction:

@@ -82,6 +82,42 @@ def test_feedback_export_writes_reviewed_labels_in_the_training_format(
     assert validation.errors == [] and validation.duplicates == []
 
 
+def test_feedback_export_texts_only_writes_every_stored_text_without_labels(
+    tmp_path: Path,
+    database_url: str,
+    audit_engine: Engine,
+    make_record: Callable[..., DecisionRecord],
+    process_database_url: Callable[[str], None],
+) -> None:
+    texts = [f"Ring 070-123 45 67: soptunnan på Björkvägen {number} har inte tömts." for number in range(3)]
+    stored, reviewed, hashed = (
+        make_record(text=text, created_at=datetime(2024, 2, 1 + day, tzinfo=UTC)) for day, text in enumerate(texts)
+    )
+    store_decisions(audit_engine, stored, reviewed)
+    store_decisions(audit_engine, hashed, text_storage="hash")
+    with Session(audit_engine) as session, session.begin():
+        review(session, reviewed.request_id, department="avfall")
+
+    process_database_url(database_url)
+    out = tmp_path / "unlabelled.jsonl"
+    result = CliRunner().invoke(cli, ["feedback", "export", "--texts-only", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 stored texts without labels" in result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    # reviewed or not, oldest first; the hashed decision has no text; labels are never exported
+    assert [row["id"] for row in rows] == [stored.request_id, reviewed.request_id]
+    assert all(
+        (row["department"], row["sentiment"], row["severity"], row["keywords"], row["source"])
+        == (None, None, None, None, "audit_log")
+        for row in rows
+    )
+    assert rows[0]["text"] == "Ring [TELEFON]: soptunnan på Björkvägen 0 har inte tömts."
+    from training.unlabelled import read_texts
+
+    assert read_texts(out) == [row["text"] for row in rows]
+    assert validate_files([out], load_taxonomy(TAXONOMY)).errors == []
+
+
 def test_audit_purge_removes_old_texts_from_the_rows_and_the_database_file(
     database_url: str,
     audit_engine: Engine,

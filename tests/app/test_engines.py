@@ -93,15 +93,16 @@ def test_onnxruntime_and_openvino_load_the_tiny_artifact_and_agree(tiny_artifact
     )
     model = engines_module.read_openvino_model(tiny_artifact / MODEL_FILE)
     mask = sample.attention_mask.astype(bool)
-    for precision, tolerance in (("f32", 1e-4), ("bf16", 0.1)):
+    # bf16 keeps about 3 significant digits: its error grows with the logits' size (a description head's are ~15)
+    for precision, tolerance, relative in (("f32", 1e-4, 1e-6), ("bf16", 0.1, 0.02)):
         engine = OpenVinoEngine.load(model, precision=precision, threads=1)
         assert engine.name == f"openvino-{precision}"
         outputs = engine.run(sample.input_ids, sample.attention_mask)
         assert set(outputs) == set(ort_outputs)
         for name in ("department_logits", "sentiment_logits", "severity_logits"):
-            np.testing.assert_allclose(outputs[name], ort_outputs[name], atol=tolerance)
+            np.testing.assert_allclose(outputs[name], ort_outputs[name], atol=tolerance, rtol=relative)
         np.testing.assert_allclose(
-            outputs["keywords_logits"][mask], ort_outputs["keywords_logits"][mask], atol=tolerance
+            outputs["keywords_logits"][mask], ort_outputs["keywords_logits"][mask], atol=tolerance, rtol=relative
         )
         departments = outputs["department_logits"].argmax(-1) == ort_outputs["department_logits"].argmax(-1)
         assert departments.mean() >= 0.95

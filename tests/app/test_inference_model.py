@@ -23,6 +23,7 @@ from app.artifact import (
     write_manifest,
 )
 from app.inference import session as session_module
+from app.inference.encoding import encode_texts, prepare_tokenizer
 from app.inference.engines import OnnxRuntimeEngine
 from app.inference.model import ModelPrediction, ReportModel
 from app.inference.session import execution_providers
@@ -85,10 +86,19 @@ def test_padding_does_not_change_outputs(tiny_model: ReportModel) -> None:
 
 def test_calls_are_length_sorted_within_the_token_budget(tiny_artifact: Path) -> None:
     sizes: list[int] = []
-    model = load(tiny_artifact, max_batch_tokens=64, on_model_call=lambda size, _seconds: sizes.append(size))
     texts = ["Hål i vägen", TEXTS[2], "Tack!", "Trasig lampa", "Soptunnan"]
+    manifest = read_manifest(tiny_artifact)
+    tokenizer = prepare_tokenizer(
+        Tokenizer.from_file(str(tiny_artifact / TOKENIZER_FILE)), manifest.tokenizer.max_length
+    )
+    lengths = [len(e.ids) for e in encode_texts(tokenizer, texts, text_prefix=manifest.tokenizer.text_prefix)]
+    assert lengths[1] == manifest.tokenizer.max_length  # truncated
+    # the four short texts fit in one call, the long one with no other text
+    budget = 4 * max(lengths[0], *lengths[2:])
+    assert budget < 2 * lengths[1]
+    model = load(tiny_artifact, max_batch_tokens=budget, on_model_call=lambda size, _seconds: sizes.append(size))
     predictions = model.predict(texts)
-    # The long text (64 tokens after truncation) runs alone; the four short ones share one call.
+    # The long text (truncated) runs alone; the four short ones share one call.
     assert sorted(sizes) == [1, 4]
     for text, prediction in zip(texts, predictions, strict=True):
         assert_same(prediction, model.predict([text])[0])

@@ -38,7 +38,8 @@ def test_the_served_artifact_reproduces_pytorch(tiny_run: Path, tiny_artifact: P
     model, tokenizer, labels = load_checkpoint(tiny_run)
     manifest = read_manifest(tiny_artifact)
     texts = dev_texts()
-    encoded = encode_texts(tokenizer, texts, manifest.tokenizer.max_length)
+    spec = manifest.tokenizer
+    encoded = encode_texts(tokenizer, texts, spec.max_length, text_prefix=spec.text_prefix)
     logits = collect_outputs(torch_runner(model), encoded, 4, pad_token_id(tokenizer)).logits["department"]
     expected = softmax(logits, manifest.tasks["department"].temperature)
     for row, prediction in zip(expected, served(tiny_artifact).predict(texts), strict=True):

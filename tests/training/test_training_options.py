@@ -184,5 +184,7 @@ def test_training_accepts_reports_with_unknown_labels(tmp_path: Path, tiny_base_
 def test_no_judging_before_warmup_and_min_steps(tmp_path: Path, tiny_base_dir: Path) -> None:
     # 40 reports in batches of 8: 5 steps an epoch; min_steps=12 means epochs 1 and 2 (10 steps) are not judged,
     # so early stopping cannot stop a model that has not started learning
-    _, epochs = run(tmp_path, tiny_base_dir, "epochs=3", "min_steps=12", "early_stopping_patience=1")
+    _, epochs = run(
+        tmp_path, tiny_base_dir, "epochs=3", "min_steps=12", "early_stopping_patience=1", "adaptive_schedule=false"
+    )
     assert [e["epoch"] for e in epochs] == [3]
