@@ -80,6 +80,7 @@ def _load_classifier(settings: Settings, metrics: ServiceMetrics) -> tuple[Repor
         model,
         routing_table=settings.routing_table,
         review_threshold=settings.review_threshold,
+        auto_route_band=settings.auto_route_band,
         max_text_chars=settings.max_text_chars,
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,

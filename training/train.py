@@ -3,14 +3,13 @@ feature extraction, warm-up and decay, early stopping on dev, and optional maske
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from app.artifact import CLASSIFICATION_TASKS, SPAN_TASK, TOKENIZER_FILE, output
 from app.inference.tensors import pad_batch
 from training.base_model import ensure_base_encoder
 from training.config import TrainConfig
-from training.data import Report, Taxonomy, load_reports, load_taxonomy
+from training.data import Report, Taxonomy, load_reports, load_taxonomy, read_unlabelled_texts
 from training.evaluate import (
     collect_outputs,
     evaluate_checkpoint_outputs,
@@ -181,6 +180,12 @@ def task_losses(outputs: dict[str, torch.Tensor], batch: Batch, config: TrainCon
     return losses
 
 
+def weighted_task_loss(outputs: dict[str, torch.Tensor], batch: Batch, config: TrainConfig) -> torch.Tensor:
+    """The gold-label losses of the tasks, weighted by ``config.task_weights`` and summed."""
+    zero = torch.zeros((), device=next(iter(outputs.values())).device)
+    return sum((config.task_weights[task] * value for task, value in task_losses(outputs, batch, config).items()), zero)
+
+
 def parameter_groups(model: MultiTaskModel, config: TrainConfig) -> list[dict[str, Any]]:
     """Discriminative learning rates: the heads learn fastest, each lower encoder layer ``layer_lr_decay`` slower."""
     groups: list[dict[str, Any]] = [{"params": list(model.heads.parameters()), "lr": config.head_learning_rate}]
@@ -261,6 +266,10 @@ class RunData:
     dev_reports: list[Report]
 
 
+# The loss of one batch, given the model's outputs, the batch and the indices of its examples.
+BatchLoss = Callable[[dict[str, torch.Tensor], Batch, Sequence[int]], torch.Tensor]
+
+
 @dataclass
 class Prepared:
     """Everything the epoch loop works with, placed by accelerate."""
@@ -275,6 +284,7 @@ class Prepared:
     pad_id: int
     steps_per_epoch: int
     epochs: int
+    batch_loss: BatchLoss | None = None  # None: the weighted gold-label loss (distillation sets its own)
 
     @property
     def total_steps(self) -> int:
@@ -291,7 +301,7 @@ class Progress:
     waited: int = 0
 
 
-def _set_up_process(config: TrainConfig) -> None:
+def set_up_process(config: TrainConfig) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -381,9 +391,10 @@ def train_epoch(prepared: Prepared, config: TrainConfig, epoch: int, progress: P
         batch = collate(prepared.train_examples, indices, prepared.pad_id).to(accelerator.device)
         with accelerator.autocast():
             outputs = model(batch.input_ids, batch.attention_mask)
-        losses = task_losses(outputs, batch, config)
-        loss = sum(config.task_weights[task] * value for task, value in losses.items())
-        assert isinstance(loss, torch.Tensor)
+        if prepared.batch_loss is None:
+            loss = weighted_task_loss(outputs, batch, config)
+        else:
+            loss = prepared.batch_loss(outputs, batch, indices)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         factor = learning_rate_factor(progress.step, prepared.total_steps, config)
@@ -457,7 +468,7 @@ def train(config: TrainConfig) -> TrainingResult:
     """Train one model as the config says and write the run directory (config, metrics per epoch, best
     checkpoint, evaluation report with baselines)."""
     started = time.perf_counter()
-    _set_up_process(config)
+    set_up_process(config)
     run = start_run_dir(config)
     data = load_run_data(config)
     encoder, tokenizer_path = prepare_encoder(config, data, run)
@@ -473,11 +484,7 @@ def train(config: TrainConfig) -> TrainingResult:
 def _mlm_texts(config: TrainConfig, train_reports: list[Report]) -> list[str]:
     if config.mlm_file is None:
         return [r.text for r in train_reports]
-    texts = []
-    for line in config.mlm_file.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            texts.append(json.loads(line)["text"] if line.lstrip().startswith("{") else line.strip())
-    return texts
+    return read_unlabelled_texts(config.mlm_file)
 
 
 def evaluate_run(run: RunDir, config: TrainConfig, data: RunData, seconds: float) -> Evaluation:
