@@ -9,6 +9,7 @@ Speed does not depend on the weights, so by default the shapes come from the bas
 (no training needed); ``--run`` cuts them from a trained run instead.
 
     python -m bench.student_speed [--layers 12,6,4] [--run runs/default]
+    python -m bench.student_speed --artifacts models/default,/path/to/student_artifact   (trained artifacts)
 """
 
 from __future__ import annotations
@@ -85,6 +86,30 @@ def write_shape_artifact(model: Any, tokenizer_path: Path, max_length: int, taxo
     return (out / MODEL_FILE).stat().st_size
 
 
+def measure_artifacts(
+    artifacts: dict[str, Path], texts: list[str], batch1_texts: int, repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Texts/s of artifacts through the service's path, side by side; speed-ups over the first one."""
+    ways = {name: service_way(path) for name, path in artifacts.items()}
+    single = measure_interleaved(ways, [[text] for text in texts[:batch1_texts]], 1)
+    batches = [texts[start : start + BATCH_SIZE] for start in range(0, len(texts), BATCH_SIZE)]
+    batched = measure_interleaved(ways, batches, repeats)
+    counts = {"batch_1": (single, min(batch1_texts, len(texts))), "batch_32": (batched, len(texts) * repeats)}
+    result: dict[str, dict[str, Any]] = {
+        name: {"int8_graph_bytes": (path / "model.onnx").stat().st_size} for name, path in artifacts.items()
+    }
+    for mode, (timings, count) in counts.items():
+        reference = count / sum(timings[next(iter(artifacts))].seconds)
+        for name in artifacts:
+            rate = count / sum(timings[name].seconds)
+            result[name][mode] = {
+                "texts_per_s": rate,
+                "latency_ms": latency_ms(timings[name].seconds),
+                "speedup_over_first": rate / reference,
+            }
+    return result
+
+
 def run_student_speed(
     *,
     layers: Sequence[int],
@@ -103,36 +128,16 @@ def run_student_speed(
     teacher, tokenizer_path, max_length = _teacher(run_dir, base_dir, DEFAULT_TAXONOMY)
     depth = teacher.encoder.config.num_hidden_layers
     with tempfile.TemporaryDirectory() as tmp:
-        sizes, ways = {}, {}
+        artifacts = {}
         for count in layers:
             name = f"{count}_layers"
             model = teacher if count == depth else student_model(teacher, count)
-            sizes[name] = write_shape_artifact(model, tokenizer_path, max_length, DEFAULT_TAXONOMY, Path(tmp) / name)
-            ways[name] = service_way(Path(tmp) / name)
-        single = measure_interleaved(ways, [[text] for text in texts[:batch1_texts]], 1)
-        batches = [texts[start : start + BATCH_SIZE] for start in range(0, len(texts), BATCH_SIZE)]
-        batched = measure_interleaved(ways, batches, repeats)
-    reference = f"{depth}_layers"
-    shapes: dict[str, dict[str, Any]] = {}
-    for name in ways:
+            write_shape_artifact(model, tokenizer_path, max_length, DEFAULT_TAXONOMY, Path(tmp) / name)
+            artifacts[name] = Path(tmp) / name
+        shapes = measure_artifacts(artifacts, texts, batch1_texts, repeats)
+    for name, shape in shapes.items():
         count = int(name.split("_")[0])
-        shapes[name] = {
-            "layers": count,
-            "kept_teacher_layers": [i + 1 for i in kept_layers(depth, count)],
-            "int8_graph_bytes": sizes[name],
-            "batch_1": {
-                "texts_per_s": min(batch1_texts, len(texts)) / sum(single[name].seconds),
-                "latency_ms": latency_ms(single[name].seconds),
-            },
-            "batch_32": {
-                "texts_per_s": len(texts) * repeats / sum(batched[name].seconds),
-                "latency_ms": latency_ms(batched[name].seconds),
-            },
-        }
-    for shape in shapes.values():
-        for mode in ("batch_1", "batch_32"):
-            base = shapes[reference][mode]["texts_per_s"] if reference in shapes else None
-            shape[mode]["speedup_over_teacher"] = None if base is None else shape[mode]["texts_per_s"] / base
+        shape |= {"layers": count, "kept_teacher_layers": [i + 1 for i in kept_layers(depth, count)]}
     return {
         "machine": machine_info(),
         "setup": {
@@ -144,21 +149,66 @@ def run_student_speed(
             "batch_32_texts": len(texts),
             "batch_32_repeats": repeats,
             "threads": THREADS,
+            "speedups": f"over the first shape, {layers[0]} layers",
         },
         "shapes": shapes,
     }
 
 
+def compare_artifacts(
+    artifacts: Sequence[Path], *, texts_path: Path, batch1_texts: int, repeats: int
+) -> dict[str, Any]:
+    """Exported artifacts (a teacher first, then students) measured side by side."""
+    from app.artifact import read_manifest
+
+    texts = read_texts(texts_path)
+    result = measure_artifacts({str(path): path for path in artifacts}, texts, batch1_texts, repeats)
+    for path in artifacts:
+        manifest = read_manifest(path)
+        result[str(path)] |= {
+            "layers": manifest.provenance.get("encoder", {}).get("layers"),
+            "model_version": manifest.model_version,
+            "optimised_graph": manifest.metrics.get("export", {}).get("optimised"),
+        }
+    return {
+        "machine": machine_info(),
+        "setup": {
+            "engine": "each artifact through the service's ReportModel.predict",
+            "texts": str(texts_path),
+            "batch_1_texts": min(batch1_texts, len(texts)),
+            "batch_32_texts": len(texts),
+            "batch_32_repeats": repeats,
+            "threads": THREADS,
+            "speedups": f"over the first artifact, {artifacts[0]}",
+        },
+        "shapes": result,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--layers", default="12,6,4", help="comma-separated layer counts; the first is the teacher")
+    parser.add_argument("--layers", default="12,6,4", help="comma-separated layer counts; the first is the reference")
     parser.add_argument("--run", type=Path, default=None, help="cut the shapes from this trained run")
+    parser.add_argument(
+        "--artifacts",
+        default=None,
+        help="comma-separated exported artifacts to compare instead (the first is the reference)",
+    )
     parser.add_argument("--base", type=Path, default=None, help="base encoder directory (default: the cache's)")
     parser.add_argument("--texts", type=Path, default=DEFAULT_TEXTS, help="JSONL reports (the test split)")
     parser.add_argument("--batch1-texts", type=int, default=100, help="texts timed one at a time")
     parser.add_argument("--repeats", type=int, default=3, help="passes over all texts at batch 32")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "student_speed.json")
     args = parser.parse_args(argv)
+    if args.artifacts:
+        result = compare_artifacts(
+            [Path(path) for path in args.artifacts.split(",")],
+            texts_path=args.texts,
+            batch1_texts=args.batch1_texts,
+            repeats=args.repeats,
+        )
+        write_result(args.out, result)
+        return
     result = run_student_speed(
         layers=[int(count) for count in args.layers.split(",")],
         run_dir=args.run,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ def artifact_with_bands(source: Path, target: Path, bands: ConfidenceBands | Non
     if bands is None:
         path = target / MANIFEST_FILE
         path.write_text(manifest.model_dump_json(indent=2, exclude={"confidence_bands"}), encoding="utf-8")
-        assert "confidence_bands" not in path.read_text(encoding="utf-8")
+        assert "confidence_bands" not in json.loads(path.read_text(encoding="utf-8"))
     else:
         write_manifest(target, manifest.model_copy(update={"confidence_bands": bands}))
     return target
