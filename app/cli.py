@@ -108,34 +108,122 @@ def data_validate(
         raise typer.Exit(1)
 
 
+ENCODING_HELP = "The file's encoding (default: detected; e.g. utf-8, cp1252, latin-1, utf-16)."
+DELIMITER_HELP = "The CSV delimiter: ';', ',', tab or '|' (default: detected)."
+MAPPING_HELP = "Their {what} values -> taxonomy ids: a JSON object or 2-column CSV file, or inline '{example}'."
+
+
 @data_cli.command("import")
 @needs_training_extra
 def data_import(
-    file: Annotated[Path, typer.Argument(help="A municipality's export: .csv (, ; or tab) or .xlsx.")],
+    file: Annotated[Path, typer.Argument(help="A municipality's export: .csv (, ; tab or |) or .xlsx.")],
     text_column: Annotated[str, typer.Option(help="Column holding the report text.")],
     out: Annotated[Path, typer.Option(help="JSONL file to write.")],
     department_column: Annotated[str | None, typer.Option(help="Column holding the department.")] = None,
+    severity_column: Annotated[
+        str | None, typer.Option(help="Column holding the severity or priority (map it with --severity-mapping).")
+    ] = None,
+    sentiment_column: Annotated[str | None, typer.Option(help="Column holding the tone of the report.")] = None,
     id_column: Annotated[str | None, typer.Option(help="Column holding the case id (default: file-line).")] = None,
     mapping: Annotated[
-        Path | None, typer.Option(help="Their department names -> taxonomy ids (JSON object or 2-column CSV).")
+        str | None, typer.Option(help=MAPPING_HELP.format(what="department", example="Gatukontoret=gata_park"))
     ] = None,
+    severity_mapping: Annotated[
+        str | None, typer.Option(help=MAPPING_HELP.format(what="severity", example="1=lag,2=medel,3=hog,4=akut"))
+    ] = None,
+    sentiment_mapping: Annotated[
+        str | None, typer.Option(help=MAPPING_HELP.format(what="sentiment", example="Klagomål=negativ,Beröm=positiv"))
+    ] = None,
+    encoding: Annotated[str | None, typer.Option(help=ENCODING_HELP)] = None,
+    delimiter: Annotated[str | None, typer.Option(help=DELIMITER_HELP)] = None,
     rejects: Annotated[Path | None, typer.Option(help="Where rejected rows go (default: OUT.rejects.jsonl).")] = None,
     taxonomy: Annotated[Path, typer.Option(help="The label schema.")] = Path("data/taxonomy.json"),
 ) -> None:
-    """Convert an export into the data format; rejected rows (with line and reason) go to a rejects file."""
+    """Convert an export into the data format; rejected rows (with line and reason) go to a rejects file.
+
+    Label values are matched to the taxonomy by the mapping, else by label id or Swedish name ("Hög" -> hog);
+    an empty cell, or a value mapped to "null", leaves that label unknown.
+    """
     from training.data import load_taxonomy
-    from training.importer import import_table
+    from training.importer import import_table, load_mapping
 
     summary = import_table(
         file,
         taxonomy=load_taxonomy(taxonomy),
         text_column=text_column,
         department_column=department_column,
+        severity_column=severity_column,
+        sentiment_column=sentiment_column,
         id_column=id_column,
-        mapping_path=mapping,
+        mappings={
+            "department": load_mapping(mapping),
+            "severity": load_mapping(severity_mapping),
+            "sentiment": load_mapping(sentiment_mapping),
+        },
+        encoding=encoding,
+        delimiter=delimiter,
         out=out,
         rejects=rejects or out.with_suffix(".rejects.jsonl"),
     )
+    typer.echo(summary.read_as)
+    typer.echo(summary.describe())
+
+
+@cli.command("classify")
+def classify_command(
+    file: Annotated[
+        Path, typer.Argument(help="Reports to classify: .csv (any of Excel's encodings), .xlsx or .jsonl.")
+    ],
+    text_column: Annotated[str, typer.Option(help="Column (or JSONL key) holding the report text.")],
+    out: Annotated[Path, typer.Option(help="Results: .jsonl or .csv; rows already in it are skipped (resume).")],
+    id_column: Annotated[
+        str | None, typer.Option(help="Column holding the case id, kept in the results (default: the line number).")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Model artifact (default: KOMMUNROUTER_MODEL_DIR).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes, each with its own model (when cores are spare).")] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Threads per model call (default: KOMMUNROUTER_INTRA_OP_THREADS, or cores/workers)."),
+    ] = None,
+    encoding: Annotated[str | None, typer.Option(help=ENCODING_HELP)] = None,
+    delimiter: Annotated[str | None, typer.Option(help=DELIMITER_HELP)] = None,
+    window: Annotated[int, typer.Option(min=1, help="Rows read, length-sorted and written together.")] = 512,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with the rate and ETA on stderr.")] = True,
+) -> None:
+    """Classify every report of a file in-process, with the service's model and decisions (no HTTP, no audit log).
+
+    Each row gets the API's answer (department with score and alternatives, destination, sentiment, severity,
+    keywords with offsets, language, needs_review, model version) with its line and id, or an error in its place.
+    Results are written in input order, window by window; run the same command again to resume after a stop.
+    """
+    import os
+
+    from app.bulk import classify_file
+    from app.config import get_settings
+
+    settings = get_settings()
+    overrides: dict[str, object] = {}
+    if model is not None:
+        overrides["model_dir"] = model
+    if threads is not None or workers > 1:
+        overrides["intra_op_threads"] = threads or max(1, (os.cpu_count() or 1) // workers)
+    try:
+        summary = classify_file(
+            file,
+            out=out,
+            text_column=text_column,
+            id_column=id_column,
+            settings=settings.model_copy(update=overrides),
+            encoding=encoding,
+            delimiter=delimiter,
+            workers=workers,
+            window=window,
+            progress=progress,
+            on_read=lambda line: typer.echo(line, err=True),
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: the rows written to {out} are kept; run the same command to resume", err=True)
+        raise typer.Exit(130) from None
     typer.echo(summary.describe())
 
 
@@ -463,3 +551,7 @@ def main() -> None:
     except KommunrouterError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":  # `python -m app.cli`, as the console script does
+    main()

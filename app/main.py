@@ -23,7 +23,7 @@ from app.audit.writer import AuditWriter
 from app.config import Settings, get_settings
 from app.decisions import DecisionService
 from app.errors import ConfigurationError, KommunrouterError
-from app.inference.classifier import Classifier
+from app.inference.classifier import Classifier, load_classifier
 from app.inference.model import ReportModel
 from app.logs import configure_logging
 
@@ -67,27 +67,6 @@ def _warn_open_access(settings: Settings) -> None:
         )
 
 
-def _load_classifier(settings: Settings, metrics: ServiceMetrics) -> tuple[ReportModel, Classifier]:
-    """The artifact in onnxruntime behind the micro-batcher, with the routing table and review threshold."""
-    model = ReportModel.load(
-        settings.model_dir,
-        execution_provider=settings.execution_provider,
-        intra_op_threads=settings.intra_op_threads,
-        max_batch_tokens=settings.max_batch_tokens,
-        on_model_call=metrics.observe_model_call,
-    )
-    classifier = Classifier(
-        model,
-        routing_table=settings.routing_table,
-        review_threshold=settings.review_threshold,
-        auto_route_band=settings.auto_route_band,
-        max_text_chars=settings.max_text_chars,
-        max_batch_size=settings.max_batch_size,
-        max_batch_wait_ms=settings.max_batch_wait_ms,
-    )
-    return model, classifier
-
-
 def _open_audit_database(settings: Settings) -> Engine:
     """The audit database's engine, migrated first when the settings ask for it."""
     engine = make_engine(settings.database_url)
@@ -101,7 +80,8 @@ def _start_services(app: FastAPI) -> _Services:
     settings: Settings = app.state.settings
     metrics: ServiceMetrics = app.state.metrics
     try:
-        model, classifier = _load_classifier(settings, metrics)
+        classifier = load_classifier(settings, on_model_call=metrics.observe_model_call)
+        model = classifier.model
         engine = _open_audit_database(settings)
     except KommunrouterError as exc:
         logger.error("start-up failed: %s", exc)

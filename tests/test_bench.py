@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench import accuracy, inference, service_load
+from bench import accuracy, bulk_classify, inference, service_load
 from bench.run_all import write_summary
 
 FIXTURE_TEXTS = Path(__file__).parent / "fixtures" / "dev.jsonl"
@@ -197,3 +197,26 @@ def test_student_speed_measures_each_shape_side_by_side(tiny_run: Path, tmp_path
         for mode in ("batch_1", "batch_32"):
             assert shape[mode]["texts_per_s"] > 0 and set(shape[mode]["latency_ms"]) == LATENCY_FIELDS
     assert result["shapes"]["2_layers"]["batch_32"]["speedup_over_first"] == 1.0
+
+
+def test_bulk_classify_compares_the_run_with_the_engine_and_measures_memory(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bulk_classify.json"
+    bulk_classify.main([f"--artifact={tiny_artifact}", "--rows=60", "--raw-texts=16", "--window=16", f"--out={out}"])
+    result = load(out)
+    assert result["setup"]["rows"] == 60 and "Windows-1252" in result["setup"]["read_as"]
+    bulk = result["bulk"]
+    assert bulk["classified"] == bulk["records_written"] == 60 and bulk["errors"] == {}
+    # Each window's texts go through predict once: the engine saw exactly the classified texts.
+    assert result["engine_in_run"]["texts"] == 60
+    assert 0 < bulk["share_of_engine_rate_in_run"] <= 1.0
+    assert result["raw_before"]["texts"] == result["raw_after"]["texts"] == 16
+    memory = result["memory_mb"]
+    assert memory["peak_rss"] >= memory["baseline_rss"] > 0
+    assert memory["growth_peak"] == pytest.approx(memory["peak_rss"] - memory["baseline_rss"], abs=0.2)
+    assert isinstance(result["machine"]["lscpu_flags"], list)
+    assert [t["name"] for t in result["targets"]] == [
+        "bulk rate / engine's batched rate on the same texts in the same run",
+        "memory growth (MB)",
+    ]

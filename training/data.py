@@ -173,6 +173,19 @@ def _read_lines(path: Path) -> Iterable[tuple[int, Any | None, str | None]]:
             yield number, None, f"not valid JSON: {exc.msg}"
 
 
+DATA_VERSION_FILE = "VERSION"
+
+
+def data_version(path: Path) -> str | None:
+    """The version of the data set a report file belongs to: the first ``VERSION`` file in its folder or the folder
+    above (``data/VERSION`` for ``data/reports/train.jsonl``); None for files outside a versioned data set."""
+    for folder in (path.resolve().parent, path.resolve().parent.parent):
+        candidate = folder / DATA_VERSION_FILE
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8").strip() or None
+    return None
+
+
 def load_reports(path: Path, taxonomy: Taxonomy) -> list[Report]:
     """Read a JSONL file of reports; the first invalid line raises a DataError naming it."""
     reports = []

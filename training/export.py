@@ -44,7 +44,7 @@ from app.inference.session import create_session
 from app.inference.tensors import pad_batch, softmax
 from training.confidence import band_report, choose_bands
 from training.config import TrainConfig
-from training.data import Report, load_reports, load_taxonomy
+from training.data import Report, data_version, load_reports, load_taxonomy
 from training.evaluate import EVALUATION_THREADS, ModelOutputs, collect_outputs, evaluate_outputs, onnx_runner
 from training.model import (
     Encoded,
@@ -349,6 +349,7 @@ def _provenance(run: RunDir, config: TrainConfig, model: MultiTaskModel) -> dict
             "attention_heads": encoder.num_attention_heads,
         },
         "training_data": data,
+        "data_version": data_version(config.train_file),
         "config_sha256": hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest(),
         "config": config_json,
     } | ({} if (distillation := run.distillation()) is None else {"distillation": distillation})

@@ -1,8 +1,11 @@
-"""`kommunrouter data import`: a municipality's export (CSV or Excel) into the JSONL data format.
+"""`kommunrouter data import`: a municipality's export (CSV in any encoding Excel writes, or .xlsx) into the JSONL
+data format.
 
-Municipal archives usually have a text and the department that handled it, so only the department is taken; the
-other tasks' labels are left unknown (null). No row is dropped silently: every rejected row is written, with its
-line number and the reason, to the rejects file.
+Archives usually have a text and the department that handled it, sometimes a priority or a tone; each label column
+is optional, and a value is mapped onto the taxonomy (a mapping, else the label's id or Swedish name); labels the
+archive lacks stay unknown (null), which training masks. No row is dropped silently: every rejected row is written,
+with its line number and the reason, to the rejects file, and no character the file's encoding cannot decode is
+ever stored.
 """
 
 from __future__ import annotations
@@ -10,12 +13,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.artifact import CLASSIFICATION_TASKS
 from app.errors import DataError
+from app.inference.text import forbidden_character
+from app.tables import TableRow, open_table, readable
 from training.data import Report, Taxonomy, write_reports
+
+# A mapping target that means "unknown" (the report is kept, that label is null).
+UNKNOWN_TARGETS = ("", "null", "none", "-")
+
+LabelMapping = Mapping[str, str | None]
 
 
 @dataclass
@@ -24,73 +37,80 @@ class ImportSummary:
 
     imported: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    labelled: Counter[str] = field(default_factory=Counter)
+    read_as: str = ""
     out: Path | None = None
     rejects: Path | None = None
 
     def describe(self) -> str:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in self.rejected.most_common()) or "none"
+        labels = ", ".join(f"{task} {count}" for task, count in self.labelled.items())
         return (
-            f"imported {self.imported} reports into {self.out}; rejected {sum(self.rejected.values())} rows "
-            f"({reasons}) -> {self.rejects}"
+            f"imported {self.imported} reports into {self.out}{f' (labelled: {labels})' if labels else ''}; "
+            f"rejected {sum(self.rejected.values())} rows ({reasons}) -> {self.rejects}"
         )
 
 
-def load_mapping(path: Path | None) -> dict[str, str]:
-    """A department mapping: JSON {their label: taxonomy id} or a two-column CSV (their label, taxonomy id)."""
-    if path is None:
+def load_mapping(spec: str | Path | None) -> dict[str, str | None]:
+    """Their values -> taxonomy ids: a JSON object file, a two-column CSV file, or inline ``"1=lag,2=medel"``.
+    A target of "" or "null" maps a value to unknown."""
+    if spec is None:
         return {}
-    try:
-        content = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise DataError(f"mapping file not found: {path}") from exc
+    path = Path(spec)
+    if not path.is_file():
+        if isinstance(spec, str) and "=" in spec:
+            pairs = [item.partition("=") for item in spec.split(",") if item.strip()]
+            return {key.strip(): _target(value) for key, _, value in pairs}
+        raise DataError(f"mapping file not found: {spec} (give a file, or pairs like '1=lag,2=medel')")
+    content = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".json":
         mapping = json.loads(content)
         if not isinstance(mapping, dict):
-            raise DataError(f"{path}: the mapping must be a JSON object {{their label: department id}}")
-        return {str(k).strip(): str(v).strip() for k, v in mapping.items()}
-    return {row[0].strip(): row[1].strip() for row in csv.reader(io.StringIO(content)) if len(row) >= 2}
+            raise DataError(f"{path}: the mapping must be a JSON object {{their value: label id}}")
+        return {str(k).strip(): _target(None if v is None else str(v)) for k, v in mapping.items()}
+    return {row[0].strip(): _target(row[1]) for row in csv.reader(io.StringIO(content)) if len(row) >= 2}
 
 
-def _rows_from_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, row) pairs. Bytes that are not UTF-8 are kept as surrogates so that the row they
-    are in can be rejected with its line number instead of failing the whole file."""
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect, strict=True)
-    try:
-        header = next(reader)
-        rows = []
-        start = reader.line_num + 1
-        for row in reader:
-            rows.append((start, row))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: broken CSV: {exc}") from exc
-    except StopIteration as exc:
-        raise DataError(f"{path}: the file is empty") from exc
-    return header, rows
-
-
-def _rows_from_excel(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    from openpyxl import load_workbook
-
-    sheet = load_workbook(path, read_only=True, data_only=True).worksheets[0]
-    values = [["" if cell is None else str(cell) for cell in row] for row in sheet.iter_rows(values_only=True)]
-    if not values:
-        raise DataError(f"{path}: the sheet is empty")
-    return values[0], [(number, row) for number, row in enumerate(values[1:], start=2)]
-
-
-def _column(header: list[str], name: str | None, path: Path) -> int | None:
-    if name is None:
+def _target(value: str | None) -> str | None:
+    if value is None or value.strip().lower() in UNKNOWN_TARGETS:
         return None
-    stripped = [h.strip() for h in header]
-    if name not in stripped:
-        raise DataError(f"{path}: no column {name!r} (columns: {', '.join(stripped)})")
-    return stripped.index(name)
+    return value.strip()
+
+
+def _key(value: str) -> str:
+    return unicodedata.normalize("NFC", value.strip()).casefold()
+
+
+class LabelReader:
+    """Reads one task's label from a column: the mapping first, then the label id, then its Swedish name."""
+
+    def __init__(self, task: str, index: int, taxonomy: Taxonomy, mapping: LabelMapping) -> None:
+        ids = taxonomy.label_ids(task)
+        wrong = sorted({target for target in mapping.values() if target is not None and target not in ids})
+        if wrong:
+            raise DataError(
+                f"the {task} mapping names labels that are not in the taxonomy: {', '.join(wrong)} "
+                f"(the {task} labels: {', '.join(ids)})"
+            )
+        self.task = task
+        self.index = index
+        self._known: dict[str, str | None] = {}
+        for label in taxonomy.labels(task):
+            self._known[_key(label.name)] = label.id
+            self._known[_key(label.id)] = label.id
+        self._known.update({_key(value): target for value, target in mapping.items()})
+        self._known.update({value.strip(): target for value, target in mapping.items()})
+
+    def read(self, row: TableRow) -> tuple[str | None, str | None]:
+        """The label (None: unknown) and the reason to reject the row (None: keep it)."""
+        raw = (row.cell(self.index) or "").strip()
+        if raw in self._known:
+            return self._known[raw], None
+        if not raw:
+            return None, None
+        if _key(raw) in self._known:
+            return self._known[_key(raw)], None
+        return None, f"unknown {self.task} '{raw}'"
 
 
 def import_table(
@@ -98,54 +118,74 @@ def import_table(
     *,
     taxonomy: Taxonomy,
     text_column: str,
-    department_column: str | None,
-    id_column: str | None = None,
-    mapping_path: Path | None = None,
     out: Path,
     rejects: Path,
+    department_column: str | None = None,
+    sentiment_column: str | None = None,
+    severity_column: str | None = None,
+    id_column: str | None = None,
+    mappings: Mapping[str, LabelMapping] | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
 ) -> ImportSummary:
-    """Convert a CSV (any of , ; tab) or .xlsx export to JSONL; rejected rows go to ``rejects`` (JSONL)."""
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    header, rows = _rows_from_excel(path) if path.suffix.lower() in (".xlsx", ".xlsm") else _rows_from_csv(path)
-    text_index = _column(header, text_column, path)
-    department_index = _column(header, department_column, path)
-    id_index = _column(header, id_column, path)
-    mapping = load_mapping(mapping_path)
-    departments = set(taxonomy.label_ids("department"))
-    summary = ImportSummary(out=out, rejects=rejects)
+    """Convert a CSV (, ; tab or |, any of Excel's encodings) or .xlsx export to JSONL; rejected rows go to
+    ``rejects`` (JSONL: line, reason, the row as read, undecodable bytes shown as ``\\xNN``)."""
+    table = open_table(path, encoding=encoding, delimiter=delimiter)
+    mappings = mappings or {}
+    unknown_tasks = sorted(set(mappings) - set(CLASSIFICATION_TASKS))
+    if unknown_tasks:
+        raise DataError(f"mappings for unknown tasks: {', '.join(unknown_tasks)}")
+    text_index = table.column(text_column, option="--text-column")
+    assert text_index is not None
+    id_index = table.column(id_column, option="--id-column")
+    columns = {"department": department_column, "sentiment": sentiment_column, "severity": severity_column}
+    readers = [
+        LabelReader(task, index, taxonomy, mappings.get(task, {}))
+        for task, name in columns.items()
+        if (index := table.column(name, option=f"--{task}-column")) is not None
+    ]
+    summary = ImportSummary(read_as=table.describe(), out=out, rejects=rejects)
     reports: list[Report] = []
     rejected_rows: list[dict[str, object]] = []
+    widest = max(i for i in (text_index, id_index, *(reader.index for reader in readers)) if i is not None)
 
-    def reject(line: int, reason: str, row: list[str]) -> None:
+    def reject(row: TableRow, reason: str, detail: str | None = None) -> None:
         summary.rejected[reason] += 1
-        safe_row = [cell.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace") for cell in row]
-        rejected_rows.append({"line": line, "reason": reason, "row": safe_row})
+        entry: dict[str, object] = {"line": row.line, "reason": reason}
+        if detail is not None:
+            entry["detail"] = detail
+        rejected_rows.append(entry | {"row": [readable(cell) for cell in row.cells]})
 
-    for line, row in rows:
-        if not any(cell.strip() for cell in row):
-            reject(line, "empty row", row)
+    for row in table.rows():
+        if row.problem is not None:
+            reject(row, "bad encoding", row.problem)
             continue
-        if any("\udc80" <= char <= "\udcff" for cell in row for char in cell):
-            reject(line, "not UTF-8 (bad encoding)", row)
+        if row.is_empty:
+            reject(row, "empty row")
             continue
-        assert text_index is not None
-        if len(row) <= max(i for i in (text_index, department_index, id_index) if i is not None):
-            reject(line, "missing columns", row)
+        if len(row.cells) <= widest:
+            reject(row, "missing columns")
             continue
-        text = row[text_index].strip()
+        text = row.cells[text_index].strip()
         if not text:
-            reject(line, "empty text", row)
+            reject(row, "empty text")
             continue
-        department = None
-        if department_index is not None:
-            raw = row[department_index].strip()
-            department = mapping.get(raw, raw)
-            if department not in departments:
-                reject(line, f"unknown department {raw!r}", row)
-                continue
-        report_id = row[id_index].strip() if id_index is not None and row[id_index].strip() else f"{path.stem}-{line}"
-        reports.append(Report(report_id, text, department, None, None, None, source=f"import:{path.name}"))
+        problem = forbidden_character(text)
+        if problem is not None:
+            reject(row, "control character in text", problem)
+            continue
+        labels: dict[str, str | None] = dict.fromkeys(CLASSIFICATION_TASKS)
+        reason = None
+        for reader in readers:
+            labels[reader.task], reason = reader.read(row)
+            if reason is not None:
+                break
+        if reason is not None:
+            reject(row, reason)
+            continue
+        summary.labelled.update(task for task, label in labels.items() if label is not None)
+        report_id = (row.cells[id_index].strip() if id_index is not None else "") or f"{path.stem}-{row.line}"
+        reports.append(Report(report_id, text, **labels, keywords=None, source=f"import:{path.name}"))
     summary.imported = write_reports(out, reports)
     rejects.parent.mkdir(parents=True, exist_ok=True)
     rejects.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected_rows), encoding="utf-8")

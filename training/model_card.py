@@ -163,7 +163,8 @@ def _data_and_metrics(manifest: Manifest) -> list[str]:
     lines = [
         "## Data",
         "The hand-written kommunrouter data set (`data/README.md`): reports written for this project in the way "
-        "residents write to a kommun; no real citizens' reports.",
+        "residents write to a kommun; no real citizens' reports. Data version: "
+        f"{manifest.provenance.get('data_version') or 'unversioned'}.",
     ]
     for key, item in manifest.provenance.get("training_data", {}).items():
         lines.append(f"- {key}: `{item['path']}`, {item['reports']} reports, sha256 `{item['sha256'][:16]}…`")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from app.artifact import ConfidenceBand, Manifest
-from app.config import AutoRouteBand
+from app.config import AutoRouteBand, Settings
 from app.errors import ConfigurationError
 from app.inference.batcher import MicroBatcher
 from app.inference.language import Language, detect_language
-from app.inference.model import ModelPrediction, ReportModel
+from app.inference.model import ModelCallObserver, ModelPrediction, ReportModel
 from app.inference.text import check_report_text
 
 REVIEWED_LANGUAGES = ("sv", "en")
@@ -89,7 +89,16 @@ class Classifier:
     async def classify(self, text: str) -> Classification:
         """Classify one report text as sent (raises :class:`~app.errors.InvalidInput` for unusable text)."""
         check_report_text(text, max_chars=self._max_text_chars)
-        prediction = await self._batcher.submit(text)
+        return self.decide(text, await self._batcher.submit(text))
+
+    def classify_many(self, texts: Sequence[str]) -> list[Classification]:
+        """Classify checked texts in this thread, in one length-sorted pass of the model (bulk, no batcher)."""
+        return [
+            self.decide(text, prediction) for text, prediction in zip(texts, self.model.predict(texts), strict=True)
+        ]
+
+    def decide(self, text: str, prediction: ModelPrediction) -> Classification:
+        """The service's decision on a prediction: language, destination and whether a person must review it."""
         language = detect_language(text)
         department = prediction.department[0]
         bands = self.manifest.confidence_bands
@@ -106,3 +115,23 @@ class Classifier:
         effect (the lowest score of the auto-routed band when review follows the bands; none is when that band is
         empty on dev)."""
         return self.review_threshold is None or department_score < self.review_threshold
+
+
+def load_classifier(settings: Settings, *, on_model_call: ModelCallObserver | None = None) -> Classifier:
+    """The model artifact of ``settings`` loaded into a classifier, as the service and ``classify`` both run it."""
+    model = ReportModel.load(
+        settings.model_dir,
+        execution_provider=settings.execution_provider,
+        intra_op_threads=settings.intra_op_threads,
+        max_batch_tokens=settings.max_batch_tokens,
+        on_model_call=on_model_call,
+    )
+    return Classifier(
+        model,
+        routing_table=settings.routing_table,
+        review_threshold=settings.review_threshold,
+        auto_route_band=settings.auto_route_band,
+        max_text_chars=settings.max_text_chars,
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait_ms=settings.max_batch_wait_ms,
+    )

@@ -124,3 +124,15 @@ def test_bundled_taxonomy_matches_the_shared_schema(taxonomy) -> None:  # type: 
     assert len(taxonomy.department) == 10
     assert taxonomy.label_ids("severity") == ["lag", "medel", "hog", "akut"]
     assert taxonomy.label_ids("keywords") == ["PLATS", "OBJEKT"]
+
+
+def test_data_version_is_read_from_the_data_sets_version_file(tmp_path: Path) -> None:
+    from training.data import data_version
+
+    (tmp_path / "reports").mkdir()
+    train = tmp_path / "reports" / "train.jsonl"
+    train.write_text("", encoding="utf-8")
+    assert data_version(train) is None
+    (tmp_path / "VERSION").write_text("2.0\n", encoding="utf-8")
+    assert data_version(train) == "2.0"
+    assert data_version(Path("data/reports/train.jsonl")) == Path("data/VERSION").read_text().strip()
