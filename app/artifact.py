@@ -125,6 +125,46 @@ class ParitySpec(BaseModel):
     min_agreement: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_MIN_AGREEMENT))
 
 
+ConfidenceBand = Literal["high", "medium", "low"]
+CONFIDENCE_BANDS: tuple[ConfidenceBand, ...] = ("high", "medium", "low")
+
+
+class ConfidenceBands(BaseModel):
+    """Department-score thresholds of the confidence bands, chosen on dev when the model was exported: a report
+    is ``high`` from the ``high`` threshold on, ``medium`` from the ``medium`` one, else ``low``. A threshold is
+    null when no score reached the band's precision on dev (the band is then empty)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    high: float | None = Field(ge=0, le=1, description="Lowest calibrated department score of the high band.")
+    medium: float | None = Field(ge=0, le=1, description="Lowest calibrated department score of the medium band.")
+    target_precision: dict[str, float] = Field(
+        default_factory=dict, description="The department precision on dev each band was chosen to reach."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConfidenceBands:
+        if self.high is not None and self.medium is not None and self.medium > self.high:
+            raise ValueError("the medium threshold must not be above the high one")
+        return self
+
+    def band(self, score: float) -> ConfidenceBand:
+        """The band of a calibrated department score."""
+        if self.high is not None and score >= self.high:
+            return "high"
+        if self.medium is not None and score >= self.medium:
+            return "medium"
+        return "low"
+
+    def lowest_score(self, band: ConfidenceBand) -> float | None:
+        """The lowest score that reaches ``band`` or a better one (None: no score does; 0 for ``low``)."""
+        if band == "low":
+            return 0.0
+        thresholds = [self.high] if band == "high" else [self.medium, self.high]
+        known = [threshold for threshold in thresholds if threshold is not None]
+        return min(known) if known else None
+
+
 class Manifest(BaseModel):
     """Everything the service needs to know about a model, and where it came from."""
 
@@ -136,6 +176,9 @@ class Manifest(BaseModel):
     tasks: dict[str, TaskSpec]
     tokenizer: TokenizerSpec
     routing_threshold: float = Field(0.5, ge=0, le=1)
+    confidence_bands: ConfidenceBands | None = Field(
+        None, description="Department-score bands chosen on dev at export (absent in older artifacts)."
+    )
     quantization: Literal["none", "int8"] = "none"
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)

@@ -316,15 +316,85 @@ def train_command(
 @cli.command("evaluate")
 @needs_training_extra
 def evaluate_command(
-    model: Annotated[Path, typer.Option(help="A training run (or its checkpoint) or an exported artifact.")],
+    model: Annotated[
+        list[Path],
+        typer.Option(
+            help="A training run (or its checkpoint) or an exported artifact. Repeat it to score an ensemble of "
+            "runs (and 'tfidf', TF-IDF + logistic regression trained on the first run's training split)."
+        ),
+    ],
     data: Annotated[Path, typer.Option(help="JSONL reports with labels.")],
     out: Annotated[Path, typer.Option(help="Directory for evaluation.json, evaluation.md and the plots.")],
     taxonomy: Annotated[Path, typer.Option(help="The label schema.")] = Path("data/taxonomy.json"),
+    dev: Annotated[
+        Path | None, typer.Option(help="Ensemble: the reports weights are chosen on (default: the first run's dev).")
+    ] = None,
+    train: Annotated[
+        Path | None,
+        typer.Option(help="Ensemble: training reports of tfidf and the baselines (default: the first run's)."),
+    ] = None,
+    weights: Annotated[str, typer.Option(help="Ensemble weights: dev (chosen on dev per task) or equal.")] = "dev",
 ) -> None:
-    """Score a model on labelled reports: every task's metrics, calibration, confusion matrices."""
+    """Score a model, or an ensemble of models, on labelled reports: every task's metrics, calibration, confusion
+    matrices; an ensemble beside each of its members and the baselines."""
+    if len(model) > 1:
+        from training.ensemble import evaluate_ensemble
+
+        if weights not in ("dev", "equal"):
+            raise typer.BadParameter("--weights must be dev or equal")
+        result = evaluate_ensemble(
+            model,
+            data,
+            out,
+            taxonomy_path=taxonomy,
+            train_path=train,
+            dev_path=dev,
+            mode=weights,  # type: ignore[arg-type]
+        )
+        typer.echo(result.markdown())
+        return
     from training.evaluate import evaluate_model, evaluation_markdown
 
-    typer.echo(evaluation_markdown(evaluate_model(model, data, out, taxonomy_path=taxonomy)))
+    typer.echo(evaluation_markdown(evaluate_model(model[0], data, out, taxonomy_path=taxonomy)))
+
+
+@cli.command("distill")
+@needs_training_extra
+def distill_command(
+    teachers: Annotated[
+        list[str],
+        typer.Option(
+            "--teachers",
+            help="A teacher: a training run directory, or 'tfidf' (TF-IDF + logistic regression on the training "
+            "split). Repeat for several; the student is cut from the first run.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="The student's run directory.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML: the student's training settings and a [distill] table (configs/distill.toml)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting: key=value, distill.key=value for the [distill] table."),
+    ] = None,
+) -> None:
+    """Distil an ensemble of teachers into a student with fewer layers; writes a run directory that
+    `kommunrouter export` turns into an artifact."""
+    from training.distill import DistillationRecord, distill, headline_table, load_distill_config
+    from training.ensemble import TFIDF_MEMBER
+    from training.run_dir import RunDir
+
+    first = next((Path(t) for t in teachers if t != TFIDF_MEMBER), None)
+    if first is None:
+        raise ConfigurationError("--teachers needs at least one training run")
+    train_config, options = load_distill_config(
+        config, set_ or [], teacher=RunDir.containing(first).config(), output_dir=out
+    )
+    result = distill(teachers, train_config, options)
+    record = DistillationRecord.read(RunDir(result.run_dir).distillation_path)
+    typer.echo(headline_table(record))
+    typer.echo(f"student written to {result.run_dir} (best epoch {result.best_epoch}, {result.seconds:.0f} s)")
 
 
 @cli.command("export")

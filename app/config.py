@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ExecutionProvider = Literal["cpu", "cuda"]
 EngineSetting = Literal["auto", "onnxruntime", "openvino"]
 TextStorage = Literal["redacted", "hash", "none"]
+AutoRouteBand = Literal["high", "medium"]
 
 
 class Settings(BaseSettings):
@@ -74,7 +75,17 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=1,
-        description="Department score below which needs_review is true (default: the artifact's threshold).",
+        description=(
+            "Department score below which needs_review is true; when set, it replaces the confidence bands "
+            "(default: the bands of the artifact, or its threshold when it has none)."
+        ),
+    )
+    auto_route_band: AutoRouteBand = Field(
+        "medium",
+        description=(
+            "Lowest confidence band routed without review: medium (only low needs review) or high (medium and low "
+            "need review). Reports in other languages than Swedish and English always need review."
+        ),
     )
     routing_table: dict[str, str] = Field(
         default_factory=dict,

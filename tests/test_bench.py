@@ -217,6 +217,30 @@ def test_service_load_counts_an_audit_row_per_answer(tiny_artifact: Path, result
     }
 
 
+def test_student_speed_measures_each_shape_side_by_side(tiny_run: Path, tmp_path: Path) -> None:
+    from bench import student_speed
+
+    out = tmp_path / "student_speed.json"
+    student_speed.main(
+        [
+            f"--run={tiny_run}",
+            "--layers=2,1",
+            f"--texts={FIXTURE_TEXTS}",
+            "--batch1-texts=2",
+            "--repeats=1",
+            f"--out={out}",
+        ]
+    )
+    result = load(out)
+    assert set(result["shapes"]) == {"2_layers", "1_layers"}
+    assert result["shapes"]["1_layers"]["kept_teacher_layers"] == [2]
+    assert result["shapes"]["1_layers"]["int8_graph_bytes"] < result["shapes"]["2_layers"]["int8_graph_bytes"]
+    for shape in result["shapes"].values():
+        for mode in ("batch_1", "batch_32"):
+            assert shape[mode]["texts_per_s"] > 0 and set(shape[mode]["latency_ms"]) == LATENCY_FIELDS
+    assert result["shapes"]["2_layers"]["batch_32"]["speedup_over_first"] == 1.0
+
+
 def test_bulk_classify_compares_the_run_with_the_engine_and_measures_memory(
     tiny_artifact: Path, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ HeadInit = Literal["random", "descriptions"]
 # Fields whose default changed after runs and artifacts were written without them: a configuration read back without
 # the field (an older run's config.json, an older manifest's provenance) gets the value those runs really used.
 LEGACY_VALUES: dict[str, Any] = {"text_prefix": "", "head_init": "random", "adaptive_schedule": False}
+Config = typing.TypeVar("Config")
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
@@ -274,9 +275,9 @@ def config_help() -> list[tuple[str, str, str]]:
     return rows
 
 
-def _parse_value(name: str, raw: str) -> Any:
-    """Parse a command-line override by the field's type."""
-    hints = typing.get_type_hints(TrainConfig)
+def parse_value(name: str, raw: str, config_class: type = TrainConfig) -> Any:
+    """Parse a command-line override by the type of the field of ``config_class``."""
+    hints = typing.get_type_hints(config_class)
     if name not in hints:
         raise ConfigurationError(f"unknown configuration field {name!r}")
     hint = hints[name]
@@ -301,26 +302,40 @@ def _parse_value(name: str, raw: str) -> Any:
     return raw
 
 
-def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
-    """A TrainConfig from an optional TOML file, then ``key=value`` overrides."""
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The values of a TOML configuration file."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"configuration file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def parse_overrides(overrides: typing.Sequence[str], config_class: type = TrainConfig) -> dict[str, Any]:
+    """``key=value`` overrides, each parsed by its field's type."""
     values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigurationError(f"configuration file not found: {path}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
-    known = {item.name for item in dataclasses.fields(TrainConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigurationError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
     for override in overrides:
         name, sep, raw = override.partition("=")
         if not sep:
             raise ConfigurationError(f"--set takes key=value, not {override!r}")
-        values[name.strip()] = _parse_value(name.strip(), raw.strip())
+        values[name.strip()] = parse_value(name.strip(), raw.strip(), config_class)
+    return values
+
+
+def build_config(config_class: type[Config], values: typing.Mapping[str, Any]) -> Config:
+    """A configuration dataclass from values, with one ConfigurationError for unknown fields or bad types."""
+    known = {item.name for item in dataclasses.fields(config_class)}  # type: ignore[arg-type]
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigurationError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
     try:
-        return TrainConfig(**values)
+        return config_class(**values)
     except TypeError as exc:
         raise ConfigurationError(f"invalid configuration: {exc}") from exc
+
+
+def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
+    """A TrainConfig from an optional TOML file, then ``key=value`` overrides."""
+    values = read_config_file(path) if path is not None else {}
+    return build_config(TrainConfig, values | parse_overrides(overrides))

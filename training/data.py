@@ -198,6 +198,15 @@ def load_reports(path: Path, taxonomy: Taxonomy) -> list[Report]:
     return reports
 
 
+def read_unlabelled_texts(path: Path) -> list[str]:
+    """Texts of a file of unlabelled reports: JSONL lines with a ``text`` field, or one plain text per line."""
+    texts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            texts.append(json.loads(line)["text"] if line.lstrip().startswith("{") else line.strip())
+    return texts
+
+
 def write_reports(path: Path, reports: Iterable[Report]) -> int:
     """Write reports as JSONL; returns how many were written."""
     path.parent.mkdir(parents=True, exist_ok=True)

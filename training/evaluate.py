@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from tqdm.auto import tqdm
 
 from app.artifact import (
     CLASSIFICATION_TASKS,
@@ -57,12 +58,16 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collect_outputs(run_batch: RunBatch, encoded: Encoded, batch_size: int, pad_id: int) -> ModelOutputs:
-    """Run a model (PyTorch or onnxruntime, behind ``run_batch``) over encoded texts in length-sorted batches."""
+def collect_outputs(
+    run_batch: RunBatch, encoded: Encoded, batch_size: int, pad_id: int, *, progress: str | None = None
+) -> ModelOutputs:
+    """Run a model (PyTorch or onnxruntime, behind ``run_batch``) over encoded texts in length-sorted batches;
+    ``progress`` names a progress bar (none without it)."""
     count = len(encoded.input_ids)
     logits: dict[str, np.ndarray] = {}
     keyword_logits: list[np.ndarray] = [np.empty(0)] * count
-    for indices in length_sorted_batches([len(ids) for ids in encoded.input_ids], batch_size):
+    batches = length_sorted_batches([len(ids) for ids in encoded.input_ids], batch_size)
+    for indices in tqdm(batches, desc=progress, disable=progress is None, leave=False):
         outputs = run_batch(*pad_batch([encoded.input_ids[i] for i in indices], pad_id))
         for task in CLASSIFICATION_TASKS:
             values = outputs[output_name(task)]

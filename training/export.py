@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
 from app.artifact import (
@@ -29,6 +30,7 @@ from app.artifact import (
     SPAN_TASK,
     TASKS,
     TOKENIZER_FILE,
+    ConfidenceBands,
     Label,
     Manifest,
     ParitySpec,
@@ -41,7 +43,8 @@ from app.artifact import (
 )
 from app.errors import KommunrouterError
 from app.inference.session import create_session
-from app.inference.tensors import pad_batch
+from app.inference.tensors import pad_batch, softmax
+from training.confidence import band_report, choose_bands
 from training.config import TrainConfig
 from training.data import Report, data_version, load_reports, load_taxonomy
 from training.evaluate import EVALUATION_THREADS, ModelOutputs, collect_outputs, evaluate_outputs, onnx_runner
@@ -390,7 +393,7 @@ def _provenance(
         "data_version": None if config.train_file is None else data_version(config.train_file),
         "config_sha256": hashlib.sha256(json.dumps(config_json, sort_keys=True).encode()).hexdigest(),
         "config": config_json,
-    }
+    } | ({} if (distillation := run.distillation()) is None else {"distillation": distillation})
 
 
 def _manifest_metrics(evaluation: Evaluation | None, report: ExportReport) -> dict[str, Any]:
@@ -414,6 +417,62 @@ def _manifest_metrics(evaluation: Evaluation | None, report: ExportReport) -> di
             "optimised": report.optimised,
         },
     }
+
+
+@dataclass
+class _DepartmentAnswers:
+    """Calibrated top department scores of an exported graph on labelled reports, and whether each was right."""
+
+    scores: np.ndarray
+    correct: np.ndarray
+
+
+def department_answers(
+    session: ort.InferenceSession,
+    reports: list[Report],
+    tokenizer: Tokenizer,
+    labels: LabelSets,
+    *,
+    max_length: int,
+    text_prefix: str,
+    pad_id: int,
+    temperature: float,
+) -> _DepartmentAnswers:
+    """The graph's calibrated department scores (as the service computes them) on the reports with a department."""
+    known = [r for r in reports if r.department is not None]
+    encoded = encode_texts(tokenizer, [r.text for r in known], max_length, text_prefix=text_prefix)
+    outputs = collect_outputs(onnx_runner(session), encoded, 16, pad_id)
+    probabilities = softmax(outputs.logits["department"], temperature)
+    truth = np.asarray([labels.department.index(r.department or "") for r in known])
+    return _DepartmentAnswers(probabilities.max(axis=-1), probabilities.argmax(axis=-1) == truth)
+
+
+def confidence_bands(
+    graph: Path, config: TrainConfig, taxonomy_path: Path, tokenizer: Tokenizer, labels: LabelSets, temperature: float
+) -> tuple[ConfidenceBands, dict[str, Any]]:
+    """Bands chosen on dev with the graph as shipped, and their precision and coverage on dev and test."""
+    session = create_session(graph, intra_op_threads=EVALUATION_THREADS)
+    taxonomy = load_taxonomy(taxonomy_path)
+    splits = {"dev": config.dev_file}
+    if config.test_file is not None and config.test_file.exists():
+        splits["test"] = config.test_file
+    answers = {
+        split: department_answers(
+            session,
+            load_reports(path, taxonomy),
+            tokenizer,
+            labels,
+            max_length=config.max_length,
+            text_prefix=config.text_prefix,
+            pad_id=pad_token_id(tokenizer),
+            temperature=temperature,
+        )
+        for split, path in splits.items()
+    }
+    bands = choose_bands(answers["dev"].scores, answers["dev"].correct)
+    reports = {split: band_report(a.scores, a.correct, bands) for split, a in answers.items()}
+    logger.info("confidence bands: high >= %s, medium >= %s; %s", bands.high, bands.medium, reports)
+    return bands, reports
 
 
 def export_run(
@@ -441,13 +500,18 @@ def export_run(
         shutil.copyfile(graph, out_dir / MODEL_FILE)
     (out_dir / TOKENIZER_FILE).write_bytes((run.checkpoint_dir / TOKENIZER_FILE).read_bytes())
     parity = write_parity_sample(out_dir, [r.text for r in reports], encoded, pad_id, reference)
+    temperatures = (evaluation.temperatures if evaluation else None) or {}
+    bands, band_metrics = confidence_bands(
+        out_dir / MODEL_FILE, config, run.taxonomy_path, tokenizer, labels, temperatures.get("department", 1.0)
+    )
     manifest = Manifest(
         model_version=model_version or f"{run.name}-{datetime.now(UTC):%Y%m%d%H%M}",
-        tasks=_task_specs(run, labels, (evaluation.temperatures if evaluation else None) or {}),
+        tasks=_task_specs(run, labels, temperatures),
         tokenizer=TokenizerSpec(max_length=config.max_length, pad_token_id=pad_id, text_prefix=config.text_prefix),
         routing_threshold=routing_threshold,
+        confidence_bands=bands,
         quantization=quantize,
-        metrics=_manifest_metrics(evaluation, report),
+        metrics=_manifest_metrics(evaluation, report) | {"confidence_bands": band_metrics},
         provenance=_provenance(run, config, model, evaluation),
         parity=parity,
     )

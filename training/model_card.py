@@ -13,7 +13,17 @@ from training.run_dir import HeadlineMetrics
 MODEL_CARD_FILE = "MODEL_CARD.md"
 
 
-def _metrics_table(metrics: dict[str, Any]) -> list[str]:
+def _teacher_rows(manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """A distilled student's teachers and their ensemble, by the names the table shows."""
+    distillation = manifest.provenance.get("distillation") or {}
+    return {
+        ("ensemble of the teachers" if name == "ensemble" else f"teacher `{name}`"): by_split
+        for name, by_split in distillation.get("headline", {}).items()
+        if name != "student"
+    }
+
+
+def _metrics_table(metrics: dict[str, Any], teachers: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "| model / baseline | split | department macro-F1 | sentiment macro-F1 | severity macro-F1 | severity QWK |"
         " keyword span F1 |",
@@ -28,6 +38,9 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
 
     for split, scores in metrics.get("evaluation", {}).items():
         lines.append(row("**kommunrouter**", split, scores, scores.get("severity")))
+    for name, by_split in teachers.items():
+        for split, record in by_split.items():
+            lines.append(row(name, split, HeadlineMetrics.of_record(record).as_scores(), None))
     for name, by_split in metrics.get("baselines", {}).items():
         for split, scores in by_split.items():
             lines.append(row(name, split, scores, scores.get("severity_macro_f1")))
@@ -51,6 +64,38 @@ def _reproduce(config: TrainConfig | None) -> str:
     return "\n".join(lines)
 
 
+def _review_rule(manifest: Manifest) -> str:
+    if manifest.confidence_bands is None:
+        return f"answers under the routing threshold ({manifest.routing_threshold})"
+    return "answers in the `low` confidence band (by default; see below)"
+
+
+def _bands_section(manifest: Manifest) -> list[str]:
+    bands = manifest.confidence_bands
+    if bands is None:
+        return []
+    shown = {"high": bands.high, "medium": bands.medium}
+    targets = bands.target_precision
+    lines = [
+        "## Confidence bands",
+        "The calibrated department score falls in a band, answered by the API beside the score. The thresholds were "
+        "chosen on dev with the graph as shipped: `high` is the most coverage at >= "
+        f"{targets.get('high', 0):.0%} department precision (score >= {format_score(shown['high'])}), `medium` "
+        f"the band below it at >= {targets.get('medium', 0):.0%} (score >= {format_score(shown['medium'])}), the "
+        "rest `low`. By default `low` needs review (`KOMMUNROUTER_AUTO_ROUTE_BAND=high` sends `medium` to review "
+        "too). A threshold of - means no score reached the band's precision on dev.",
+        "",
+        "| split | band | reports | coverage | department precision |",
+        "|---|---|---|---|---|",
+    ]
+    for split, report in manifest.metrics.get("confidence_bands", {}).items():
+        for band, values in report.items():
+            lines.append(
+                f"| {split} | {band} | {values['n']} | {values['coverage']:.1%} | {format_score(values['precision'])} |"
+            )
+    return lines
+
+
 def _overview(manifest: Manifest) -> list[str]:
     return [
         f"# Model card: kommunrouter `{manifest.model_version}`",
@@ -62,9 +107,8 @@ def _overview(manifest: Manifest) -> list[str]:
         "",
         "## Intended use",
         "- Suggesting where to route a report, and flagging urgent ones, in a municipality's case-management system, "
-        "with a person in the loop: answers under the routing threshold "
-        f"({manifest.routing_threshold}) and reports in other languages than Swedish and English are marked "
-        "`needs_review`.",
+        f"with a person in the loop: {_review_rule(manifest)} and reports in other languages than Swedish and "
+        "English are marked `needs_review`.",
         "- Not for decisions about people (care, school placements, benefits) and not as the only channel for "
         "emergencies: an `akut` report still needs a person, and life-threatening emergencies go to 112.",
     ]
@@ -107,6 +151,23 @@ def _model_section(manifest: Manifest, config: TrainConfig | None, size_mb: floa
             f"- Fine-tuning: strategy `{config.strategy}`, discriminative learning rates (top layer "
             f"{config.learning_rate}, decay {config.layer_lr_decay} per layer, heads {config.head_learning_rate}), "
             f"warm-up {config.warmup_ratio}, {config.schedule} decay, early stopping on dev, seed {config.seed}."
+        )
+    distillation = provenance.get("distillation")
+    if distillation is not None:
+        options = distillation.get("options", {})
+        texts = distillation.get("texts", {})
+        lines.append(
+            f"- Distilled: {distillation['student_layers']} of the teacher's {distillation['teacher_layers']} layers "
+            f"(layers {', '.join(map(str, distillation['kept_teacher_layers']))}) learned the soft targets of an "
+            f"ensemble of {', '.join(f'`{t}`' for t in distillation['teachers'])} (weights chosen on dev) at "
+            f"temperature {options.get('temperature')}, {options.get('soft_weight')} of the loss, on "
+            f"{texts.get('gold', 0)} training reports, {texts.get('augmented', 0)} augmented and "
+            f"{texts.get('unlabelled', 0)} unlabelled texts; KL to the teachers on dev per task before -> after: "
+            + ", ".join(
+                f"{task} {before:.3f} -> {distillation['kl_to_teachers_dev']['after'][task]:.3f}"
+                for task, before in distillation["kl_to_teachers_dev"]["before"].items()
+            )
+            + "."
         )
     lines.append(
         f"- Export: one ONNX graph, quantisation `{manifest.quantization}`, {size_mb:.1f} MB; "
@@ -155,7 +216,7 @@ def _data_and_metrics(manifest: Manifest) -> list[str]:
         "trained on the same training split (department/sentiment: macro-F1; severity: macro-F1 and quadratic "
         "weighted kappa; keywords: exact span F1).",
         "",
-        *_metrics_table(manifest.metrics),
+        *_metrics_table(manifest.metrics, _teacher_rows(manifest)),
     ]
 
 
@@ -208,10 +269,11 @@ def write_model_card(artifact_dir: Path) -> Path:
         _overview(manifest),
         _model_section(manifest, config, size_mb),
         _data_and_metrics(manifest),
+        _bands_section(manifest),
         _calibration_and_export(manifest),
         LIMITATIONS,
         ["## Reproduce", f"```\n{_reproduce(config)}\n```"],
     ]
     path = artifact_dir / MODEL_CARD_FILE
-    path.write_text("\n\n".join("\n".join(section) for section in sections) + "\n", encoding="utf-8")
+    path.write_text("\n\n".join("\n".join(section) for section in sections if section) + "\n", encoding="utf-8")
     return path

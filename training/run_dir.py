@@ -8,6 +8,7 @@ A run directory (written by ``kommunrouter train``, read by evaluate, export, ex
     base_report.json       what the base-encoder build measured (when there is one)
     checkpoint/            weights, encoder config, tokenizer, label sets (training/model.py)
     evaluation/            evaluation.json (:class:`Evaluation`), evaluation.md, plots
+    distillation.json      a distilled student's teachers, KL to them and their scores (training/distill.py)
 
 This module has no heavy imports: the benchmarks read runs without torch.
 """
@@ -32,6 +33,7 @@ BASE_REPORT_FILE = "base_report.json"
 CHECKPOINT_DIR = "checkpoint"
 EVALUATION_DIR = "evaluation"
 EVALUATION_FILE = "evaluation.json"
+DISTILLATION_FILE = "distillation.json"
 DATA_FILES = ("train_file", "dev_file", "test_file", "taxonomy_file", "mlm_file", "unlabelled_file")
 
 
@@ -171,6 +173,15 @@ class RunDir:
     @property
     def evaluation_path(self) -> Path:
         return self.evaluation_dir / EVALUATION_FILE
+
+    @property
+    def distillation_path(self) -> Path:
+        return self.path / DISTILLATION_FILE
+
+    def distillation(self) -> dict[str, Any] | None:
+        """A distilled student's record (teachers, weights, KL, scores), or None for a run trained on labels."""
+        path = self.distillation_path
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def has_config(self) -> bool:
         return self.config_path.is_file()

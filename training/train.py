@@ -9,7 +9,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +185,12 @@ def task_losses(outputs: dict[str, torch.Tensor], batch: Batch, config: TrainCon
     return losses
 
 
+def weighted_task_loss(outputs: dict[str, torch.Tensor], batch: Batch, config: TrainConfig) -> torch.Tensor:
+    """The gold-label losses of the tasks, weighted by ``config.task_weights`` and summed."""
+    zero = torch.zeros((), device=next(iter(outputs.values())).device)
+    return sum((config.task_weights[task] * value for task, value in task_losses(outputs, batch, config).items()), zero)
+
+
 def parameter_groups(model: MultiTaskModel, config: TrainConfig) -> list[dict[str, Any]]:
     """Discriminative learning rates: the heads learn fastest, each lower encoder layer ``layer_lr_decay`` slower."""
     groups: list[dict[str, Any]] = [{"params": list(model.heads.parameters()), "lr": config.head_learning_rate}]
@@ -309,6 +315,10 @@ class UnlabelledData:
     mask_id: int
 
 
+# The loss of one batch, given the model's outputs, the batch and the indices of its examples.
+BatchLoss = Callable[[dict[str, torch.Tensor], Batch, Sequence[int]], torch.Tensor]
+
+
 @dataclass
 class Prepared:
     """Everything the epoch loop works with, placed by accelerate."""
@@ -333,6 +343,8 @@ class Prepared:
     def epochs(self) -> int:
         return self.schedule.epochs
 
+    batch_loss: BatchLoss | None = None  # None: the weighted gold-label loss (distillation sets its own)
+
     @property
     def total_steps(self) -> int:
         return self.schedule.total_steps
@@ -349,7 +361,7 @@ class Progress:
     judged_at_step: int = 0
 
 
-def _set_up_process(config: TrainConfig) -> None:
+def set_up_process(config: TrainConfig) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -521,9 +533,10 @@ def train_epoch(prepared: Prepared, config: TrainConfig, epoch: int, progress: P
         batch = collate(prepared.train_examples, indices, prepared.pad_id).to(accelerator.device)
         with accelerator.autocast():
             outputs = model(batch.input_ids, batch.attention_mask)
-        losses = task_losses(outputs, batch, config)
-        loss = sum(config.task_weights[task] * value for task, value in losses.items())
-        assert isinstance(loss, torch.Tensor)
+        if prepared.batch_loss is None:
+            loss = weighted_task_loss(outputs, batch, config)
+        else:
+            loss = prepared.batch_loss(outputs, batch, indices)
         if prepared.unlabelled is not None:
             loss = loss + unlabelled_loss(prepared, config, rng)
         accelerator.backward(loss)
@@ -614,7 +627,7 @@ def train(config: TrainConfig) -> TrainingResult:
     """Train one model as the config says and write the run directory (config, metrics per epoch, best
     checkpoint, evaluation report with baselines)."""
     started = time.perf_counter()
-    _set_up_process(config)
+    set_up_process(config)
     run = start_run_dir(config)
     data = load_run_data(config)
     encoder, tokenizer_path = prepare_encoder(config, data, run)

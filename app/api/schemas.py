@@ -254,6 +254,11 @@ class ScoredLabel(BaseModel):
 
 
 class DepartmentResult(ScoredLabel):
+    confidence_band: Literal["high", "medium", "low"] | None = Field(
+        description="The score's confidence band: high and medium were chosen on dev when the model was exported "
+        "to route at >= 97% and >= 90% department precision (GET /v1/model has the thresholds and their test "
+        "precision); null when the model has no bands."
+    )
     alternatives: list[ScoredLabel] = Field(
         description="The next most likely departments (up to three), most likely first."
     )
@@ -291,6 +296,7 @@ class ClassifyResponse(BaseModel):
                         "label": "gata_park",
                         "name": "Gata och park",
                         "score": 0.91,
+                        "confidence_band": "medium",
                         "alternatives": [
                             {"label": "trafik_parkering", "name": "Trafik och parkering", "score": 0.05},
                             {"label": "kommun_ovrigt", "name": "Kommunledning och övrigt", "score": 0.02},
@@ -317,8 +323,9 @@ class ClassifyResponse(BaseModel):
     department: DepartmentResult
     routed_to: str = Field(description="The municipality's queue or address for the department (routing table).")
     needs_review: bool = Field(
-        description="True when the department score is below the review threshold or the language is neither "
-        "Swedish nor English."
+        description="True when the department's confidence band is below the band routed automatically "
+        "(KOMMUNROUTER_AUTO_ROUTE_BAND; with KOMMUNROUTER_REVIEW_THRESHOLD set, or a model without bands: when the "
+        "score is below the review threshold), or when the language is neither Swedish nor English."
     )
     sentiment: SentimentResult
     severity: SeverityResult
@@ -375,7 +382,15 @@ class ModelInfo(BaseModel):
     engine: EngineInfo | None = Field(description="The engine chosen at start-up, and what every candidate measured.")
     quantization: str
     max_length: int = Field(description="Tokens per text; longer texts are truncated.")
-    review_threshold: float = Field(description="Department score below which a decision needs review.")
+    review_threshold: float | None = Field(
+        description="Department score below which a decision needs review (null: every decision does, because the "
+        "auto-routed confidence band is empty)."
+    )
+    reviews_by_band: bool = Field(description="Whether needs_review follows the confidence bands.")
+    auto_route_band: Literal["high", "medium"] = Field(description="The lowest band routed without review.")
+    confidence_bands: dict[str, Any] | None = Field(
+        description="The bands' thresholds and target precisions, chosen on dev (null for models without bands)."
+    )
     labels: dict[str, list[str]] = Field(description="Label ids of every task, in the model's output order.")
     metrics: dict[str, Any] = Field(description="Evaluation results recorded at training time.")
     provenance: dict[str, Any] = Field(description="Where the model came from (data, base model, training run).")

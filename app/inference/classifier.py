@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from app.artifact import Manifest
-from app.config import Settings
+from app.artifact import ConfidenceBand, Manifest
+from app.config import AutoRouteBand, Settings
 from app.errors import ConfigurationError
 from app.inference.batcher import MicroBatcher
 from app.inference.language import Language, detect_language
@@ -24,6 +24,7 @@ class Classification:
     language: Language
     routed_to: str
     needs_review: bool
+    confidence_band: ConfidenceBand | None  # None where the artifact has no bands
 
 
 class Classifier:
@@ -35,6 +36,7 @@ class Classifier:
         *,
         routing_table: Mapping[str, str],
         review_threshold: float | None,
+        auto_route_band: AutoRouteBand = "medium",
         max_text_chars: int,
         max_batch_size: int,
         max_batch_wait_ms: float,
@@ -48,7 +50,17 @@ class Classifier:
             )
         self.model = model
         self.routing_table = dict(routing_table)
-        self.review_threshold = model.manifest.routing_threshold if review_threshold is None else review_threshold
+        bands = model.manifest.confidence_bands
+        # An explicit threshold wins; else the bands decide; an artifact without bands brings its own threshold.
+        self.reviews_by_band = review_threshold is None and bands is not None
+        self.auto_route_band: AutoRouteBand = auto_route_band
+        self.review_threshold: float | None
+        if review_threshold is not None:
+            self.review_threshold = review_threshold
+        elif bands is not None:
+            self.review_threshold = bands.lowest_score(auto_route_band)
+        else:
+            self.review_threshold = model.manifest.routing_threshold
         self._max_text_chars = max_text_chars
         self._batcher: MicroBatcher[str, ModelPrediction] = MicroBatcher(
             model.predict, max_batch_size=max_batch_size, max_wait_s=max_batch_wait_ms / 1000
@@ -89,12 +101,20 @@ class Classifier:
         """The service's decision on a prediction: language, destination and whether a person must review it."""
         language = detect_language(text)
         department = prediction.department[0]
+        bands = self.manifest.confidence_bands
         return Classification(
             prediction=prediction,
             language=language,
             routed_to=self.route(department.label),
-            needs_review=department.score < self.review_threshold or language not in REVIEWED_LANGUAGES,
+            needs_review=self.needs_review(department.score) or language not in REVIEWED_LANGUAGES,
+            confidence_band=None if bands is None else bands.band(department.score),
         )
+
+    def needs_review(self, department_score: float) -> bool:
+        """Whether a department score is too uncertain to route without a person: below the review threshold in
+        effect (the lowest score of the auto-routed band when review follows the bands; none is when that band is
+        empty on dev)."""
+        return self.review_threshold is None or department_score < self.review_threshold
 
 
 def load_classifier(settings: Settings, *, on_model_call: ModelCallObserver | None = None) -> Classifier:
@@ -112,6 +132,7 @@ def load_classifier(settings: Settings, *, on_model_call: ModelCallObserver | No
         model,
         routing_table=settings.routing_table,
         review_threshold=settings.review_threshold,
+        auto_route_band=settings.auto_route_band,
         max_text_chars=settings.max_text_chars,
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,

@@ -74,7 +74,9 @@ async def test_classify_answers_a_complete_decision(client: httpx.AsyncClient, a
         assert keyword["type"] in ("PLATS", "OBJEKT")
     assert body["language"] == "sv"
     assert body["routed_to"] == department["label"]  # no routing table: departments route to their id
-    assert body["needs_review"] == (department["score"] < manifest.routing_threshold)
+    bands = manifest.confidence_bands  # the export chose them on dev
+    assert department["confidence_band"] == bands.band(department["score"])
+    assert body["needs_review"] == (department["confidence_band"] == "low")
     assert body["model_version"] == "tiny-test"
     assert body["latency_ms"] > 0
 
@@ -208,7 +210,9 @@ async def test_model_summary_and_labels(client: httpx.AsyncClient, app: FastAPI)
     assert model["model_version"] == "tiny-test"
     assert model["execution_provider"] == "CPUExecutionProvider"
     assert model["labels"]["department"] == manifest.tasks["department"].label_ids
-    assert model["review_threshold"] == manifest.routing_threshold
+    assert model["reviews_by_band"] is True and model["auto_route_band"] == "medium"
+    assert model["review_threshold"] == manifest.confidence_bands.lowest_score("medium")
+    assert model["confidence_bands"] == manifest.confidence_bands.model_dump()
     assert model["files"] == manifest.files
     labels = (await client.get("/v1/labels", headers=CLASSIFY_HEADERS)).json()
     assert [item["label"] for item in labels["severity"]] == ["lag", "medel", "hog", "akut"]

@@ -26,7 +26,13 @@ def classification() -> Classification:
         severity=ScoredLabel("medel", "Medel", 0.6, 1),
         keywords=(Keyword("Gatlampan", "OBJEKT", 0, 9, 0.95),),
     )
-    return Classification(prediction=prediction, language="sv", routed_to="gata@kommun.example", needs_review=False)
+    return Classification(
+        prediction=prediction,
+        language="sv",
+        routed_to="gata@kommun.example",
+        needs_review=False,
+        confidence_band="high",
+    )
 
 
 class FakeManifest:

@@ -42,6 +42,7 @@ def classification_response(decision: RoutingDecision) -> ClassifyResponse:
             label=department.label,
             name=department.name,
             score=department.score,
+            confidence_band=classification.confidence_band,
             alternatives=[
                 ScoredLabel(label=other.label, name=other.name, score=other.score)
                 for other in prediction.department[1 : 1 + ALTERNATIVES]
