@@ -116,11 +116,20 @@ def export_onnx(model: MultiTaskModel, path: Path) -> None:
 
 def optimise_graph(source: Path, target: Path, model: MultiTaskModel) -> None:
     """onnxruntime's transformer fusions (attention, LayerNorm, GELU) for a BERT-shaped encoder."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = model.encoder.config
+    options = FusionOptions("bert")
+    # The word-embedding Gather must stay a Gather: int8 export quantises it (most of the model's bytes), and the
+    # EmbedLayerNormalization fusion would hide it (the artifact then ships fp32 embeddings, 2.5x the size).
+    options.enable_embed_layer_norm = False
     optimised = optimize_model(
-        str(source), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+        str(source),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        optimization_options=options,
     )
     optimised.save_model_to_file(str(target))
 

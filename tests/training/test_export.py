@@ -134,3 +134,18 @@ def test_label_count_not_matching_the_graph_is_refused(tiny_artifact: Path) -> N
     fewer.tasks["department"].labels.pop()
     with pytest.raises(ArtifactError, match="department_logits' has 10 values per item but the manifest lists 9"):
         check_graph(tiny_artifact, fewer, inputs=inputs, outputs=outputs)
+
+
+def test_the_optimised_graph_keeps_the_word_embeddings_for_int8(tiny_run: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from training.export import export_onnx, optimise_graph, quantise_graph
+
+    model, _, _ = load_checkpoint(tiny_run)
+    fp32, optimised, int8 = tmp_path / "fp32.onnx", tmp_path / "optimised.onnx", tmp_path / "int8.onnx"
+    export_onnx(model, fp32)
+    optimise_graph(fp32, optimised, model)
+    assert not any(node.op_type == "EmbedLayerNormalization" for node in onnx.load(optimised).graph.node)
+    quantise_graph(optimised, int8)
+    names = {initializer.name for initializer in onnx.load(int8).graph.initializer}
+    assert any("word_embeddings" in name and name.endswith("_int8") for name in names)
