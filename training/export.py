@@ -318,9 +318,12 @@ def check_and_build_graph(
     reference = collect_outputs(torch_runner(model), encoded, 16, pad_id)
     parity = _Parity(reports, labels, encoded, pad_id, reference)
     fp32 = _check_fp32(parity, fp32_path, result)
-    graph = _optimised_if_it_pays(parity, model, fp32_path, result)
     if quantize == "int8":
-        graph = _quantise_and_check(parity, graph, fp32, result)
+        # Not the fused graph: its Attention nodes pack Q, K and V into fp32 weights the int8 weight quantiser
+        # does not touch (measured on the 12-layer model: 58.6 MB instead of 43 MB, for no gain at int8).
+        graph = _quantise_and_check(parity, fp32_path, fp32, result)
+    else:
+        graph = _optimised_if_it_pays(parity, model, fp32_path, result)
     result.sizes_bytes = {path.stem: path.stat().st_size for path in work.glob("*.onnx")}
     return graph, result, reference
 
