@@ -248,10 +248,18 @@ def _calibration_and_export(manifest: Manifest) -> list[str]:
     ]
 
 
+def _limitations(manifest: Manifest) -> list[str]:
+    train = manifest.provenance.get("training_data", {}).get("train_file") or {}
+    trained_on = f"{train['reports']:,} reports" if "reports" in train else "a few thousand reports at most"
+    return [
+        "## Limitations",
+        f"- Trained on {trained_on} written by a small team: real traffic has other wording, topics and label "
+        "habits. Measure on your own archive (`kommunrouter data import` + `kommunrouter evaluate`) before use.",
+        *LIMITATIONS,
+    ]
+
+
 LIMITATIONS = [
-    "## Limitations",
-    "- Trained on about a thousand reports written by a small team: real traffic has other wording, topics and "
-    "label habits. Measure on your own archive (`kommunrouter data import` + `kommunrouter evaluate`) before use.",
     "- The taxonomy is a default; municipalities organise departments differently (retrain with your labels).",
     "- Severity is subjective; confusions between neighbouring levels are common.",
     "- English is about 5% of the data; other languages are not supported and are sent to review.",
@@ -271,7 +279,7 @@ def write_model_card(artifact_dir: Path) -> Path:
         _data_and_metrics(manifest),
         _bands_section(manifest),
         _calibration_and_export(manifest),
-        LIMITATIONS,
+        _limitations(manifest),
         ["## Reproduce", f"```\n{_reproduce(config)}\n```"],
     ]
     path = artifact_dir / MODEL_CARD_FILE
