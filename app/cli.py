@@ -447,7 +447,7 @@ def learning_curve_command(
         "runs/learning_curve"
     ),
     config: Annotated[Path | None, typer.Option(help="Training settings of every run (TOML).")] = Path(
-        "configs/default.toml"
+        "configs/learning_curve.toml"
     ),
     set_: Annotated[list[str] | None, typer.Option("--set", help="Training override for every run.")] = None,
 ) -> None:

@@ -129,7 +129,7 @@ def student_run(
     config = work / "distill.toml"
     config.write_text(
         "epochs = 6\nlearning_rate = 3e-3\nhead_learning_rate = 1e-2\nlayer_lr_decay = 1.0\n"
-        f'[distill]\nstudent_layers = 1\nsoft_weight = 0.9\naugment_copies = 1\nunlabelled_file = "{unlabelled}"\n',
+        f'[distill]\nstudent_layers = 1\nsoft_weight = 1.0\naugment_copies = 1\nunlabelled_file = "{unlabelled}"\n',
         encoding="utf-8",
     )
     out = work / "run"
