@@ -29,6 +29,7 @@ def build_tiny_base(out_dir: Path, texts: list[str]) -> Path:
     about 200 pieces (every character of the texts plus their most frequent words) and 2 layers of width 32."""
     from collections import Counter
 
+    import torch
     from transformers import BertConfig, BertModel
 
     from training.tokenizer import build_unigram_tokenizer
@@ -50,7 +51,9 @@ def build_tiny_base(out_dir: Path, texts: list[str]) -> Path:
         max_position_embeddings=160,
         pad_token_id=1,
     )
-    BertModel(config, add_pooling_layer=False).save_pretrained(out_dir)
+    with torch.random.fork_rng():  # the same tiny base in every session: tests that train on it are repeatable
+        torch.manual_seed(0)
+        BertModel(config, add_pooling_layer=False).save_pretrained(out_dir)
     return out_dir
 
 

@@ -18,7 +18,7 @@ Strategy = Literal["finetune", "feature_extraction"]
 Schedule = Literal["linear", "cosine", "constant"]
 SeverityLoss = Literal["ordinal", "cross_entropy"]
 Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16"]
 HeadInit = Literal["random", "descriptions"]
 
 # Fields whose default changed after runs and artifacts were written without them: a configuration read back without
@@ -183,7 +183,8 @@ class TrainConfig:
     device: Device = _help("auto picks CUDA when present.", "auto")
     precision: Precision = _help(
         "fp32, or bf16 autocast, in training and in the run's evaluations (pays on GPUs and on CPUs with AMX: "
-        "2x faster training steps on the AMX build machine; slower than fp32 on a CPU without it).",
+        "2x faster training steps on the AMX build machine; slower than fp32 on a CPU without it). auto: bf16 on "
+        "a CUDA GPU that supports it or a CPU with AMX, fp32 elsewhere; the run's config.json records what ran.",
         "fp32",
     )
     threads: int = _help("CPU threads for PyTorch (0 = PyTorch's default).", 0)

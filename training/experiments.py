@@ -60,11 +60,13 @@ def _point_key(method: str, fraction: float, seed: int) -> str:
 
 def _neural_point(config: TrainConfig) -> dict[str, Any]:
     result = train(config)
-    evaluation = RunDir(result.run_dir).require_evaluation()
+    run = RunDir(result.run_dir)
+    evaluation = run.require_evaluation()
     return {
         **evaluation.headline("test").as_record(),
         "training_seconds": evaluation.training_seconds,
         "best_epoch": result.best_epoch,
+        "precision": run.config().precision,  # what ran: precision=auto depends on the machine
     }
 
 

@@ -3,6 +3,7 @@ feature extraction, warm-up and decay, early stopping on dev, and optional maske
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -250,6 +251,25 @@ def resolve_device(config: TrainConfig) -> str:
     if config.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return config.device
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX): only then does bf16 autocast beat fp32 on the CPU."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return False
+    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in cpuinfo.read_text().splitlines())
+
+
+def resolve_precision(config: TrainConfig) -> TrainConfig:
+    """The config with precision=auto made concrete for this machine, so that the run directory records what ran."""
+    if config.precision != "auto":
+        return config
+    if resolve_device(config) == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+    else:
+        bf16 = cpu_has_amx()
+    return dataclasses.replace(config, precision="bf16" if bf16 else "fp32")
 
 
 @dataclass
@@ -627,6 +647,7 @@ def train(config: TrainConfig) -> TrainingResult:
     """Train one model as the config says and write the run directory (config, metrics per epoch, best
     checkpoint, evaluation report with baselines)."""
     started = time.perf_counter()
+    config = resolve_precision(config)
     set_up_process(config)
     run = start_run_dir(config)
     data = load_run_data(config)

@@ -124,8 +124,9 @@ def student_run(
     tiny_run: Path, second_run: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, DistillationRecord]:
     work = tmp_path_factory.mktemp("student")
-    unlabelled = work / "unlabelled.txt"
-    unlabelled.write_text("Soptunnan har inte tömts.\nDet luktar illa vid dammen.\n", encoding="utf-8")
+    # the dev texts are the unlabelled texts: the KL measured on dev is then the one the student was taught to lower
+    # (on a tiny model, KL on texts it never saw moves too little to test the mechanism reliably)
+    unlabelled = FIXTURES / "dev.jsonl"
     config = work / "distill.toml"
     config.write_text(
         "epochs = 6\nlearning_rate = 3e-3\nhead_learning_rate = 1e-2\nlayer_lr_decay = 1.0\n"
@@ -158,7 +159,7 @@ def test_distillation_lowers_the_kl_to_the_teachers(student_run: tuple[Path, Dis
 def test_the_student_run_is_a_smaller_training_run(student_run: tuple[Path, DistillationRecord]) -> None:
     out, record = student_run
     assert (record.student_layers, record.teacher_layers, record.kept_teacher_layers) == (1, 2, [2])
-    assert record.texts == {"gold": 40, "unlabelled": 2, "augmented": 40}
+    assert record.texts == {"gold": 40, "unlabelled": 20, "augmented": 40}
     assert record.options["temperature"] == 3.0
     assert set(record.headline) >= {"ensemble", "student", "tfidf"}
     assert set(record.headline["student"]) == {"dev", "test"}

@@ -16,6 +16,7 @@ from training.model import MultiTaskModel
 from training.train import (
     learning_rate_factor,
     parameter_groups,
+    resolve_precision,
     set_trainable_layers,
     stratified_subset,
     train,
@@ -110,6 +111,24 @@ def test_stratified_subset_keeps_every_department(tiny_base_dir: Path) -> None:
     assert {r.department for r in subset} == {r.department for r in reports}
     assert len(subset) < len(reports)
     assert subset == stratified_subset(reports, 0.3, seed=1)
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_amx(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, expected: str
+) -> None:
+    monkeypatch.setattr("training.train.cpu_has_amx", lambda: amx)
+    assert resolve_precision(TrainConfig(device="cpu", precision="auto")).precision == expected
+    assert resolve_precision(TrainConfig(device="cpu", precision="fp32")).precision == "fp32"
+    assert resolve_precision(TrainConfig(device="cpu", precision="bf16")).precision == "bf16"
+
+
+def test_a_run_records_the_precision_auto_chose(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_base_dir: Path
+) -> None:
+    monkeypatch.setattr("training.train.cpu_has_amx", lambda: False)
+    run_dir, _ = run(tmp_path, tiny_base_dir, "precision=auto", "epochs=1")
+    assert json.loads((run_dir / "config.json").read_text())["precision"] == "fp32"
 
 
 def test_feature_extraction_run_leaves_the_encoder_unchanged(tmp_path: Path, tiny_base_dir: Path) -> None:
