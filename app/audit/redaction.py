@@ -241,7 +241,11 @@ class _NameFinder:
         if index >= len(self.words):
             return None
         first = self.words[index]
-        if not first.capitalised or first.text in _NOT_NAMES or _is_place_word(first.text):
+        # a known first name that looks like a place ("Stig", "Kaj", "Agata") is a name where a cue or the name
+        # lists put it; callers without such context check _is_place_word themselves
+        if not first.capitalised or first.text in _NOT_NAMES:
+            return None
+        if _is_place_word(first.text) and first.text not in self.names.first:
             return None
         if known_first and first.text not in self.names.first:
             return None
@@ -253,7 +257,7 @@ class _NameFinder:
             and last + 1 - index < _MAX_NAME_WORDS
             and self._follows_closely(last + 1)
             and self.words[last + 1].capitalised
-            and not _is_place_word(self.words[last + 1].text)
+            and (not _is_place_word(self.words[last + 1].text) or self.words[last + 1].text in self.names.last)
         ):
             last += 1
         if self._before_place_word(last):
@@ -261,8 +265,9 @@ class _NameFinder:
         end = self.words[last].end
         # "Anna och Per Svensson": the second name of a signature.
         joined = _AND.match(self.text, end)
-        if joined is not None and last + 1 < len(self.words) and self.words[last + 1].start == joined.end():
-            second = self._name_run(last + 1, known_first=True)
+        after = self._index.get(joined.end()) if joined is not None else None
+        if after is not None:
+            second = self._name_run(after, known_first=True)
             if second is not None:
                 end = second[1]
         return first.start, end
@@ -296,7 +301,7 @@ class _NameFinder:
                 and following.text in names.last
                 and not _is_place_word(following.text)
             )
-            alone_inside_sentence = unambiguous and inside_sentence
+            alone_inside_sentence = unambiguous and inside_sentence and not _is_place_word(word.text)
             if has_surname or alone_inside_sentence:
                 span = self._name_run(index, known_first=True)
                 if span is not None:

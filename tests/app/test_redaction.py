@@ -338,6 +338,7 @@ def test_names_in_signatures_greetings_and_introductions_are_redacted(case: tupl
         "Det är mörkt vid Gustav Adolfs torg och på Karl Johans gata.",
         "Anna Lindhs plats är skräpig, och Per Albin Hanssons väg också.",
         "Stig vid skolan är lerig. Per dag kommer 100 bilar. En stor björk har fallit.",
+        "Bänken vid Hagen är trasig och båten vid Kaj 5 läcker.",
         "Lärkgatan/Mossvägen har ett hål.",
         "Hej! Ville bara säga tack.",
         "Återvinningsstationen vid Ica Kvantum är full.",
@@ -393,6 +394,9 @@ def test_spans_outside_personal_data_keep_their_text(parts: list[str]) -> None:
         ("070.123.45.67, 08 - 123 456 78, 0046701234567, 46701234567", "[TELEFON], [TELEFON], [TELEFON], [TELEFON]"),
         ("a.s(at)gmail.com, A [AT] TELIA [DOT] SE, li punkt s snabel-a telia punkt se", "[E-POST], [E-POST], [E-POST]"),
         ("Jag heter Anna Svensson, Storgatan 5.\nMvh Anna", "Jag heter [NAMN], Storgatan 5.\nMvh [NAMN]"),
+        # first names and surnames that end like places ("-gata", "stig", "strand") are names after a cue
+        ("Lampan är trasig.\nMvh Agata Aalto och Stig Strand", "Lampan är trasig.\nMvh [NAMN]"),
+        ("Hej Kaj, lampan vid Kaj 5 är trasig.", "Hej [NAMN], lampan vid Kaj 5 är trasig."),
     ],
 )  # fmt: skip
 def test_worked_examples(text: str, expected: str | None) -> None:
