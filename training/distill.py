@@ -44,10 +44,10 @@ from training.ensemble import (
     RunMember,
     WeightMode,
     fit_ensemble,
+    headline_lines,
     score_ensemble,
 )
 from training.evaluate import ModelOutputs, collect_outputs, evaluate_checkpoint_outputs
-from training.markdown import markdown_row
 from training.model import MultiTaskModel, encode_texts, pad_token_id, torch_runner
 from training.run_dir import HeadlineMetrics, RunDir
 from training.student import kept_layers, student_model
@@ -414,14 +414,10 @@ def _write_base_report(teacher_run: RunDir, run: RunDir, student: MultiTaskModel
 
 def headline_table(record: DistillationRecord) -> str:
     """A Markdown table of every model's headline metrics in a distillation record."""
-    lines = [
-        "| model | split | department macro-F1 | sentiment macro-F1 | severity QWK | keyword span F1 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, by_split in record.headline.items():
-        for split, values in by_split.items():
-            h = HeadlineMetrics.of_record(values)
-            lines.append(
-                markdown_row(name, split, h.department_macro_f1, h.sentiment_macro_f1, h.severity_qwk, h.keywords_f1)
-            )
-    return "\n".join(lines)
+    return "\n".join(
+        headline_lines(
+            (name, split, HeadlineMetrics.of_record(values))
+            for name, by_split in record.headline.items()
+            for split, values in by_split.items()
+        )
+    )

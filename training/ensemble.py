@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -411,6 +411,19 @@ class ScoredSplit:
     members: list[MemberOutputs]
 
 
+def headline_lines(rows: Iterable[tuple[str, str, HeadlineMetrics]]) -> list[str]:
+    """A Markdown table of headline metrics, one row per (model, split, metrics)."""
+    lines = [
+        "| model | split | department macro-F1 | sentiment macro-F1 | severity QWK | keyword span F1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, split, h in rows:
+        lines.append(
+            markdown_row(name, split, h.department_macro_f1, h.sentiment_macro_f1, h.severity_qwk, h.keywords_f1)
+        )
+    return lines
+
+
 @dataclass
 class EnsembleEvaluation:
     """``ensemble.json``: the members with their weights, and the headline metrics of the ensemble, of each member
@@ -441,32 +454,17 @@ class EnsembleEvaluation:
         for member in self.members:
             weights = member["weights"]
             lines.append(markdown_row(member["member"], *(weights[task] for task in TASKS)))
-        lines += [
-            "",
-            "| model | split | department macro-F1 | sentiment macro-F1 | severity QWK | keyword span F1 |",
-            "|---|---|---|---|---|---|",
+        rows = [
+            (name, split, HeadlineMetrics.of_record(record))
+            for name, by_split in self.headline.items()
+            for split, record in by_split.items()
         ]
-        for name, by_split in self.headline.items():
-            for split, record in by_split.items():
-                h = HeadlineMetrics.of_record(record)
-                lines.append(
-                    markdown_row(
-                        name, split, h.department_macro_f1, h.sentiment_macro_f1, h.severity_qwk, h.keywords_f1
-                    )
-                )
-        for name, by_split in self.baselines.items():
-            for split, scores in by_split.items():
-                h = HeadlineMetrics.of_scores(scores)
-                lines.append(
-                    markdown_row(
-                        f"baseline {name}",
-                        split,
-                        h.department_macro_f1,
-                        h.sentiment_macro_f1,
-                        h.severity_qwk,
-                        h.keywords_f1,
-                    )
-                )
+        rows += [
+            (f"baseline {name}", split, HeadlineMetrics.of_scores(scores))
+            for name, by_split in self.baselines.items()
+            for split, scores in by_split.items()
+        ]
+        lines += ["", *headline_lines(rows)]
         return "\n".join(lines) + "\n"
 
 
