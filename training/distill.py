@@ -59,7 +59,6 @@ from training.train import (
     evaluate_run,
     load_run_data,
     prepare_training,
-    resolve_precision,
     run_epochs,
     set_up_process,
     start_run_dir,
@@ -337,8 +336,7 @@ def _prepare_student(
 def distill(teachers: Sequence[str | Path], config: TrainConfig, options: DistillConfig) -> TrainingResult:
     """Distil the ensemble of ``teachers`` into a student and write its run directory (see the module doc)."""
     started = time.perf_counter()
-    config = resolve_precision(config)
-    set_up_process(config)
+    config = set_up_process(config)
     teacher_run = _first_run(teachers)
     run = start_run_dir(config)
     data = load_run_data(config)

@@ -381,11 +381,14 @@ class Progress:
     judged_at_step: int = 0
 
 
-def set_up_process(config: TrainConfig) -> None:
+def set_up_process(config: TrainConfig) -> TrainConfig:
+    """Threads and seed for a run; returns the config with precision=auto resolved for this machine (the run
+    directory records that one)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if config.threads:
         torch.set_num_threads(config.threads)
     set_seed(config.seed)
+    return resolve_precision(config)
 
 
 def start_run_dir(config: TrainConfig) -> RunDir:
@@ -647,8 +650,7 @@ def train(config: TrainConfig) -> TrainingResult:
     """Train one model as the config says and write the run directory (config, metrics per epoch, best
     checkpoint, evaluation report with baselines)."""
     started = time.perf_counter()
-    config = resolve_precision(config)
-    set_up_process(config)
+    config = set_up_process(config)
     run = start_run_dir(config)
     data = load_run_data(config)
     encoder, tokenizer_path = prepare_encoder(config, data, run)
