@@ -49,7 +49,6 @@ MAX_WINDOW_ROWS_FACTOR = 4
 BAD_LINES_SHOWN = 10
 
 Record = dict[str, Any]
-ProgressCallback = Callable[[int], None]
 
 
 @dataclass(frozen=True)
